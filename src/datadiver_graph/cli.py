@@ -1,0 +1,217 @@
+"""Command line: serve | import | export | schema | dev-token | dev-webhook.
+
+Every failure a user can cause ends in one clear line on stderr and exit code 1 or 2;
+tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from datadiver_graph import db
+from datadiver_graph.config import Settings, SettingsError, load_settings
+from datadiver_graph.domain.bulk import ImportMode, import_records
+from datadiver_graph.domain.errors import DomainError
+from datadiver_graph.domain.tables import TABLES, get_table
+from datadiver_graph.embedded import EmbeddedDatabaseError, EmbeddedMongo
+from datadiver_graph.events import EventBus
+from datadiver_graph.store import Store
+
+log = logging.getLogger("datadiver_graph")
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@asynccontextmanager
+async def _open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The database the server would use (embedded when MONGODB_URI is unset)."""
+    embedded: EmbeddedMongo | None = None
+    uri = settings.mongodb_uri
+    if uri is None:
+        embedded = EmbeddedMongo(settings.embedded_data_path)
+        uri = await asyncio.to_thread(embedded.start)
+    database = db.connect(uri, settings.mongodb_db)
+    bus = EventBus(settings.broadcast_url)
+    try:
+        if not await database.ping():
+            raise CliError(f"cannot reach MongoDB at {_redact(uri)}")
+        await db.ensure_indexes(database)
+        await bus.connect()
+        yield Store(db=database, events=bus)
+    finally:
+        await bus.disconnect()
+        await database.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _redact(uri: str) -> str:
+    scheme, _, rest = uri.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}://{rest}"
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from datadiver_graph.app import create_app
+
+    embedded: EmbeddedMongo | None = None
+    if settings.mongodb_uri is None:
+        # One database for all workers: started here, handed to them through the environment.
+        embedded = EmbeddedMongo(settings.embedded_data_path)
+        uri = embedded.start()
+        os.environ["MONGODB_URI"] = uri
+        settings = settings.model_copy(update={"mongodb_uri": uri})
+    else:
+        log.info("using MongoDB from MONGODB_URI: %s", _redact(settings.mongodb_uri))
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level.lower(),
+        "ws_per_message_deflate": False,
+        "timeout_graceful_shutdown": 10,
+        "proxy_headers": True,
+    }
+    try:
+        if args.workers > 1:
+            uvicorn.run(
+                "datadiver_graph.app:app_from_env", factory=True, workers=args.workers, **common
+            )
+        else:
+            uvicorn.run(create_app(settings), **common)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _mode(args: argparse.Namespace) -> ImportMode:
+    if args.replace:
+        return ImportMode.REPLACE
+    if args.append:
+        return ImportMode.APPEND
+    return ImportMode.EMPTY_ONLY
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, None]:
+    from datadiver_graph import jsonl
+
+    table = get_table(args.table)
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    # Validate the whole file before touching the database: a bad file costs no server start.
+    with path.open("rb") as stream:
+        records = [record for _, record in jsonl.read_records(table, stream)]
+
+    async def write() -> None:
+        async with _open_store(settings) as store:
+            count = await import_records(store, table, records, _mode(args))
+        print(f"imported {count} documents into {table.name}")
+
+    return write()
+
+
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
+    from datadiver_graph import jsonl
+
+    async with _open_store(settings) as store:
+        if args.table is None:
+            if args.path is None:
+                raise CliError("export of every table needs --path snapshot.zip")
+            counts = await jsonl.write_snapshot(store, Path(args.path))
+            summary = ", ".join(f"{name} {n}" for name, n in counts.items())
+            print(f"exported {summary} to {args.path}", file=sys.stderr)
+            return
+        table = get_table(args.table)
+        if args.path is None:
+            count = await jsonl.write_table(store, table, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            target = Path(args.path)
+            partial = target.with_name(target.name + ".partial")
+            with partial.open("wb") as out:
+                count = await jsonl.write_table(store, table, out)
+            partial.replace(target)
+        print(f"exported {count} documents from {table.name}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datadiver-graph", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+    imp = sub.add_parser("import", help="import a table from a JSONL file")
+    imp.add_argument("--table", required=True, choices=list(TABLES))
+    imp.add_argument("file", metavar="FILE.jsonl")
+    how = imp.add_mutually_exclusive_group()
+    how.add_argument("--append", action="store_true", help="add to a non-empty table")
+    how.add_argument("--replace", action="store_true", help="replace the table's contents")
+
+    exp = sub.add_parser("export", help="export a table as JSONL, or every table as a zip")
+    exp.add_argument("--table", choices=list(TABLES))
+    exp.add_argument("--path", help="output file (default: stdout for one table)")
+    return parser
+
+
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, None] | None]
+
+HANDLERS: dict[str, Handler] = {
+    "serve": cmd_serve,
+    "import": cmd_import,
+    "export": cmd_export,
+}
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", 1) < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+        _configure_logging(settings)
+        result = HANDLERS[args.command](args, settings)
+        if result is not None:
+            asyncio.run(result)
+    except (CliError, SettingsError, EmbeddedDatabaseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except DomainError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except PyMongoError as exc:
+        print(f"error: database: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

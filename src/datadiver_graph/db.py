@@ -1,0 +1,92 @@
+"""MongoDB connection, the collections the domain uses, and their indexes."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+# Public table names: the ones import/export and the Convex seed use.
+USERS = "users"
+SESSIONS = "sessions"
+PAYMENT_ATTEMPTS = "paymentAttempts"
+TABLES = (USERS, SESSIONS, PAYMENT_ATTEMPTS)
+
+INDEXES: dict[str, list[IndexModel]] = {
+    USERS: [
+        IndexModel([("externalId", ASCENDING)], unique=True, name="by_external_id"),
+    ],
+    SESSIONS: [
+        IndexModel([("sessionId", ASCENDING)], unique=True, name="by_session_id"),
+        IndexModel(
+            [("userId", ASCENDING), ("lastActivity", DESCENDING), ("sessionId", DESCENDING)],
+            name="by_user_activity",
+        ),
+    ],
+    PAYMENT_ATTEMPTS: [
+        IndexModel([("payment_id", ASCENDING)], unique=True, name="by_payment_id"),
+        IndexModel(
+            [("userId", ASCENDING), ("createdAt", DESCENDING), ("payment_id", DESCENDING)],
+            name="by_user_created",
+        ),
+    ],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    client: AsyncMongoClient[Document]
+    db: AsyncDatabase[Document]
+
+    @property
+    def users(self) -> AsyncCollection[Document]:
+        return self.db[USERS]
+
+    @property
+    def sessions(self) -> AsyncCollection[Document]:
+        return self.db[SESSIONS]
+
+    @property
+    def payment_attempts(self) -> AsyncCollection[Document]:
+        return self.db[PAYMENT_ATTEMPTS]
+
+    def table(self, name: str) -> AsyncCollection[Document]:
+        if name not in TABLES:
+            raise KeyError(name)
+        return self.db[name]
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.admin.command("ping")
+        except Exception:  # any driver failure means "not ready"
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def connect(uri: str, db_name: str, *, timeout_ms: int = 5_000) -> Database:
+    """Create the client; the driver connects lazily on the first operation."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        uri,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="datadiver-graph",
+    )
+    return Database(client=client, db=client[db_name])
+
+
+async def ensure_indexes(database: Database) -> None:
+    """Create every index; creating an existing identical index is a no-op in MongoDB."""
+    for table, models in INDEXES.items():
+        await database.db[table].create_indexes(models)
+    log.debug("indexes ensured on %s", ", ".join(INDEXES))

@@ -1,0 +1,1 @@
+"""Domain logic: users, sessions, payments. Never imports GraphQL or Starlette."""

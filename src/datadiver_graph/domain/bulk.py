@@ -1,0 +1,105 @@
+"""Whole-table import: validate every record first, then write them in one transaction."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from pymongo.errors import BulkWriteError, OperationFailure
+
+from datadiver_graph import events
+from datadiver_graph.domain.errors import Conflict, InvalidInput
+from datadiver_graph.domain.records import Record, new_id
+from datadiver_graph.domain.tables import Table
+from datadiver_graph.store import Store
+
+
+class ImportMode(enum.Enum):
+    EMPTY_ONLY = "empty-only"
+    APPEND = "append"
+    REPLACE = "replace"
+
+
+class LineError(InvalidInput):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+def parse_record(table: Table, doc: Any, line: int) -> Record:
+    """Validate one imported document. Convex's `_creationTime` stands in for `createdAt`."""
+    if not isinstance(doc, dict):
+        raise LineError(line, "a document must be a JSON object")
+    doc = dict(doc)
+    doc.setdefault("_id", new_id())
+    creation_time = doc.pop("_creationTime", None)
+    if creation_time is not None and "createdAt" not in doc:
+        if not isinstance(creation_time, int | float) or isinstance(creation_time, bool):
+            raise LineError(line, "_creationTime must be a number")
+        doc["createdAt"] = int(creation_time)
+    table.defaults(doc)
+    try:
+        return table.record.from_untrusted(doc)
+    except InvalidInput as exc:
+        raise LineError(line, exc.message) from None
+
+
+def check_unique(table: Table, records: Iterable[tuple[int, Record]]) -> None:
+    seen_keys: dict[Any, int] = {}
+    seen_ids: dict[str, int] = {}
+    for line, record in records:
+        doc = record.to_doc()
+        key = doc[table.key_field]
+        if key in seen_keys:
+            raise LineError(line, f"{table.key_field} {key!r} repeats line {seen_keys[key]}")
+        if record.id in seen_ids:
+            raise LineError(line, f"_id {record.id!r} repeats line {seen_ids[record.id]}")
+        seen_keys[key] = line
+        seen_ids[record.id] = line
+
+
+async def import_records(
+    store: Store, table: Table, records: list[Record], mode: ImportMode
+) -> int:
+    """Write all records or none. Publishes one event per record after the commit."""
+    collection = store.db.table(table.name)
+    docs = [record.to_doc() for record in records]
+    async with store.db.client.start_session() as session:
+        try:
+            async with await session.start_transaction():
+                existing = await collection.count_documents({}, session=session)
+                if existing and mode is ImportMode.EMPTY_ONLY:
+                    raise Conflict(
+                        f"table {table.name} holds {existing} documents; "
+                        "use --append to add to them or --replace to replace them"
+                    )
+                if mode is ImportMode.REPLACE:
+                    await collection.delete_many({}, session=session)
+                if docs:
+                    await collection.insert_many(docs, ordered=True, session=session)
+        except BulkWriteError as exc:
+            detail = exc.details.get("writeErrors", [{}])[0]
+            index = detail.get("index")
+            raise Conflict(
+                f"document {index + 1 if index is not None else '?'} of the file collides "
+                f"with a stored one ({detail.get('errmsg', 'duplicate key')}); nothing written"
+            ) from None
+        except OperationFailure as exc:
+            if exc.code == 20:  # IllegalOperation: transactions need a replica set
+                raise Conflict(
+                    "import needs transactions: MongoDB must run as a replica set "
+                    "(Atlas and the embedded SecantusDB do)"
+                ) from None
+            raise
+    for record in records:
+        await store.events.publish(
+            table.channels(record), events.Event(table.event_kind, record.to_doc())
+        )
+    return len(records)
+
+
+async def export_records(store: Store, table: Table) -> AsyncIterator[dict[str, Any]]:
+    """Every stored document of the table, in `_id` order, streamed."""
+    async for doc in store.db.table(table.name).find({}).sort("_id", 1):
+        yield doc

@@ -1,0 +1,81 @@
+"""Opaque keyset cursors for newest-first lists."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pymongo.asynchronous.collection import AsyncCollection
+
+from datadiver_graph.domain.errors import InvalidInput
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+def encode_cursor(timestamp: int, key: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([timestamp, key])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        timestamp, key = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidInput("cursor is not one this API issued") from None
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not isinstance(key, str):
+        raise InvalidInput("cursor is not one this API issued")
+    return timestamp, key
+
+
+def check_page_size(first: int | None, maximum: int) -> int:
+    if first is None:
+        return maximum
+    if first < 1:
+        raise InvalidInput("first must be at least 1")
+    if first > maximum:
+        raise InvalidInput(f"first must be at most {maximum} (MAX_QUERY_SIZE)")
+    return first
+
+
+def after_filter(cursor: str | None, time_field: str, key_field: str) -> dict[str, object]:
+    """Mongo filter for the items strictly after `cursor` in (time desc, key desc) order."""
+    if cursor is None:
+        return {}
+    timestamp, key = decode_cursor(cursor)
+    return {
+        "$or": [
+            {time_field: {"$lt": timestamp}},
+            {time_field: timestamp, key_field: {"$lt": key}},
+        ]
+    }
+
+
+async def newest_first(
+    collection: AsyncCollection[dict[str, Any]],
+    query: dict[str, Any],
+    *,
+    time_field: str,
+    key_field: str,
+    first: int,
+    after: str | None,
+    parse: Callable[[dict[str, Any]], T],
+) -> Page[T]:
+    """One page of `query`, ordered by (time desc, key desc); keys break ties so it is total."""
+    query = {**query, **after_filter(after, time_field, key_field)}
+    cursor = collection.find(query).sort([(time_field, -1), (key_field, -1)]).limit(first + 1)
+    docs = [doc async for doc in cursor]
+    has_next = len(docs) > first
+    docs = docs[:first]
+    end = encode_cursor(docs[-1][time_field], docs[-1][key_field]) if docs else None
+    return Page(items=[parse(doc) for doc in docs], has_next_page=has_next, end_cursor=end)

@@ -1,0 +1,190 @@
+"""The embedded SecantusDB server used when MONGODB_URI is unset (development, tests).
+
+It runs as a child process rather than in-process: the server is pure Python and would
+otherwise compete with the app for the GIL on every request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedDatabaseError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedMongo:
+    """A SecantusDB child process storing its data under `data_path` (kept across restarts)."""
+
+    def __init__(self, data_path: Path, *, host: str = "127.0.0.1", port: int | None = None):
+        self.data_path = Path(data_path)
+        self.host = host
+        self.port = port or free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._attached = False
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}/?directConnection=true"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_path.parent / "secantus.log"
+
+    @property
+    def uri_file(self) -> Path:
+        # Lets a second command (import/export, another `serve`) find a server already
+        # running on this data directory instead of fighting it for WiredTiger's lock.
+        return self.data_path.parent / "secantus.uri"
+
+    @property
+    def running(self) -> bool:
+        return self._attached or (self._process is not None and self._process.poll() is None)
+
+    def _attach_to_running(self) -> bool:
+        try:
+            uri = self.uri_file.read_text().strip()
+        except OSError:
+            return False
+        client: MongoClient[dict[str, object]] = MongoClient(
+            uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500
+        )
+        try:
+            client.admin.command("ping")
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+        host_port = uri.split("//", 1)[1].split("/", 1)[0]
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        self._attached = True
+        log.info("using the embedded SecantusDB already running at %s", self.uri)
+        return True
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start the server, or attach to the one already serving this data directory."""
+        if self._attach_to_running():
+            return self.uri
+        if importlib.util.find_spec("secantus") is None:
+            raise EmbeddedDatabaseError(
+                "MONGODB_URI is unset and the embedded database is not installed: "
+                "pip install 'datadiver-graph[embedded]', or set MONGODB_URI"
+            )
+        self.data_path.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "secantus",
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--storage-path",
+                    str(self.data_path),
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                # Its own process group: a Ctrl-C aimed at the app must not kill the
+                # database before the app has closed its connections.
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._wait_until_ready(timeout)
+        self.uri_file.write_text(self.uri)
+        log.info("embedded SecantusDB at %s (data in %s)", self.uri, self.data_path)
+        return self.uri
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client: MongoClient[dict[str, object]] = MongoClient(
+            self.uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250
+        )
+        try:
+            while True:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    raise EmbeddedDatabaseError(
+                        f"embedded SecantusDB exited with code {self._process.returncode}; "
+                        f"see {self.log_path}: {self._log_tail()}"
+                    )
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise EmbeddedDatabaseError(
+                            f"embedded SecantusDB did not answer ping within {timeout:.0f} s; "
+                            f"see {self.log_path}"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM lets WiredTiger close cleanly; SIGKILL only if it does not within `timeout`."""
+        process, self._process = self._process, None
+        self._attached = False
+        if process is None or process.poll() is not None:
+            return
+        self.uri_file.unlink(missing_ok=True)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("embedded SecantusDB did not stop in %.0f s; killing it", timeout)
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly, as a crash would (fault tests)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> EmbeddedMongo:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

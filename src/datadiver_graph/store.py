@@ -1,0 +1,14 @@
+"""The handle every domain function writes through: persistence plus publication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from datadiver_graph.db import Database
+from datadiver_graph.events import EventBus
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    db: Database
+    events: EventBus

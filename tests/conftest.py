@@ -1,0 +1,82 @@
+"""Fixtures start real servers: one SecantusDB per test session, a clean database per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from datadiver_graph import db
+from datadiver_graph.app import create_app
+from datadiver_graph.config import Settings
+from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.events import EventBus
+from datadiver_graph.store import Store
+from tests.servers import serve_app
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:
+    server = EmbeddedMongo(tmp_path_factory.mktemp("secantus") / "mongo")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(mongo_server: EmbeddedMongo) -> str:
+    return mongo_server.uri
+
+
+@pytest.fixture
+def db_name() -> str:
+    return "test_" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def database(mongo_uri: str, db_name: str) -> AsyncIterator[db.Database]:
+    database = db.connect(mongo_uri, db_name)
+    await db.ensure_indexes(database)
+    yield database
+    await database.client.drop_database(db_name)
+    await database.close()
+
+
+@pytest.fixture
+async def store(database: db.Database) -> AsyncIterator[Store]:
+    bus = EventBus("memory://")
+    await bus.connect()
+    yield Store(db=database, events=bus)
+    await bus.disconnect()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(mongo_uri: str, db_name: str, data_dir: Path) -> Settings:
+    """Settings for an app on the test database; tests override fields with model_copy."""
+    return Settings(
+        MONGODB_URI=mongo_uri,
+        MONGODB_DB=db_name,
+        DATA_DIR=str(data_dir),
+        DATADIVER_ENV="development",
+    )
+
+
+@pytest.fixture
+async def app_url(settings: Settings, database: db.Database) -> AsyncIterator[str]:
+    """The full app served over real HTTP on the per-test database."""
+    async with serve_app(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture
+async def http(app_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=app_url, timeout=10) as client:
+        yield client

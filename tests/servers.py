@@ -1,0 +1,38 @@
+"""Run an ASGI app under a real uvicorn server on a free loopback port, inside the test loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from datadiver_graph.embedded import free_port
+
+
+@asynccontextmanager
+async def serve_app(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
+    """Yield the base URL (http://127.0.0.1:PORT) while the app serves; lifespan included."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws_per_message_deflate=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # surfaces the start-up error
+                raise RuntimeError("server exited during start-up")
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
