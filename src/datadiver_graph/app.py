@@ -6,15 +6,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from datadiver_graph import db
+from datadiver_graph import db, dev_keys
+from datadiver_graph.auth import TokenVerifier
 from datadiver_graph.config import Settings, load_settings
+from datadiver_graph.dev_jwks_route import jwks_endpoint
 from datadiver_graph.embedded import EmbeddedMongo
 from datadiver_graph.events import EventBus
+from datadiver_graph.graphql.http import GraphQLView
 from datadiver_graph.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,11 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # Built before the lifespan so a bad auth configuration fails at start-up, not per request.
+    http_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+    verifier = TokenVerifier.from_settings(settings, http_client=http_client)
+    graphql = GraphQLView(settings)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         embedded: EmbeddedMongo | None = None
@@ -49,19 +58,27 @@ def create_app(settings: Settings) -> Starlette:
             app.state.store = Store(db=database, events=bus)
             yield
         finally:
+            await verifier.aclose()
+            await http_client.aclose()
             await bus.disconnect()
             await database.close()
             if embedded is not None:
                 embedded.stop()
 
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    if dev_keys.dev_mode(settings):
+        routes.append(Route("/.well-known/jwks.json", jwks_endpoint))
     app = Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-        ],
+        routes=routes,
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.verifier = verifier
     return app
 
 

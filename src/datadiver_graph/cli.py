@@ -119,27 +119,41 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, A
 
     table = get_table(args.table)
     path = Path(args.file)
-    if not path.is_file():
+    if not path.exists():
         raise CliError(f"{path}: no such file")
+    if not path.is_file():
+        raise CliError(f"{path}: not a file")
     # Validate the whole file before touching the database: a bad file costs no server start.
     with path.open("rb") as stream:
-        records = [record for _, record in jsonl.read_records(table, stream)]
+        numbered = jsonl.read_records(table, stream)
+    lines = [line for line, _ in numbered]
+    records = [record for _, record in numbered]
 
     async def write() -> None:
         async with _open_store(settings) as store:
-            count = await import_records(store, table, records, _mode(args))
+            count = await import_records(store, table, records, _mode(args), lines)
         print(f"imported {count} documents into {table.name}")
 
     return write()
 
 
+def _check_writable(target: Path) -> None:
+    """Refuse an unusable output path before any work, with a message naming it."""
+    if target.is_dir():
+        raise CliError(f"{target}: is a directory")
+    if not target.parent.is_dir():
+        raise CliError(f"{target.parent}: no such directory")
+
+
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
     from datadiver_graph import jsonl
 
+    if args.table is None and args.path is None:
+        raise CliError("export of every table needs --path snapshot.zip (or --table T)")
+    if args.path is not None:
+        _check_writable(Path(args.path))
     async with _open_store(settings) as store:
         if args.table is None:
-            if args.path is None:
-                raise CliError("export of every table needs --path snapshot.zip")
             counts = await jsonl.write_snapshot(store, Path(args.path))
             summary = ", ".join(f"{name} {n}" for name, n in counts.items())
             print(f"exported {summary} to {args.path}", file=sys.stderr)
@@ -151,9 +165,13 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
         else:
             target = Path(args.path)
             partial = target.with_name(target.name + ".partial")
-            with partial.open("wb") as out:
-                count = await jsonl.write_table(store, table, out)
-            partial.replace(target)
+            try:
+                with partial.open("wb") as out:
+                    count = await jsonl.write_table(store, table, out)
+                partial.replace(target)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         print(f"exported {count} documents from {table.name}", file=sys.stderr)
 
 
@@ -200,17 +218,25 @@ def run(argv: list[str] | None = None) -> int:
         if result is not None:
             asyncio.run(result)
     except (CliError, SettingsError, EmbeddedDatabaseError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except DomainError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_one_line(exc.message)}", file=sys.stderr)
         return 1
     except PyMongoError as exc:
-        print(f"error: database: {exc}", file=sys.stderr)
+        print(f"error: database: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # files named on the command line: missing, unreadable, full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def main() -> None:

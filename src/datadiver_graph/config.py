@@ -6,16 +6,26 @@ existing `.env` keeps working.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Environment = Literal["development", "production"]
 
 BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgres", "postgresql")
+_BAD_DB_CHARS = frozenset('/\\. "$\x00')
 
 
 def _split_csv(value: object) -> object:
@@ -34,6 +44,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        # `KEY=` in a .env template or a compose file means "not set", not "set to ''".
+        env_ignore_empty=True,
     )
 
     datadiver_env: Environment = Field(
@@ -102,6 +114,43 @@ class Settings(BaseSettings):
                 raise ValueError(f"{issuer!r} is not an http(s) URL")
         return [issuer.rstrip("/") for issuer in value]
 
+    @field_validator("datadiver_env", "log_level", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        return value.upper() if info.field_name == "log_level" else value.lower()
+
+    @field_validator("mongodb_db")
+    @classmethod
+    def _db_name(cls, value: str) -> str:
+        # MongoDB's own rules; caught here so a typo fails at start-up, naming the variable.
+        bad = sorted({ch for ch in value if ch in _BAD_DB_CHARS})
+        if bad:
+            raise ValueError(f"must not contain {' '.join(repr(ch) for ch in bad)}")
+        if len(value.encode()) > 63:
+            raise ValueError("must be at most 63 bytes")
+        return value
+
+    @field_validator("clerk_jwks_url")
+    @classmethod
+    def _jwks_is_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("https", "http") or not parsed.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _default_jwks_url(self) -> Settings:
+        # Clerk serves each instance's keys under its issuer; with several issuers there is
+        # no single default, and auth derives one per issuer.
+        if self.clerk_jwks_url is None and len(self.clerk_issuer) == 1:
+            self.clerk_jwks_url = f"{self.clerk_issuer[0]}/.well-known/jwks.json"
+        return self
+
     @field_validator("mongodb_uri")
     @classmethod
     def _mongo_scheme(cls, value: str | None) -> str | None:
@@ -142,12 +191,31 @@ class SettingsError(Exception):
 
 
 def _env_name(field_name: str) -> str:
+    """The variable the operator set: the alias present in the environment, else the main name."""
     field = Settings.model_fields[field_name]
     alias = field.validation_alias
     if isinstance(alias, AliasChoices) and alias.choices:
-        first = alias.choices[0]
-        return first if isinstance(first, str) else field_name.upper()
+        names = [choice for choice in alias.choices if isinstance(choice, str)]
+        present = {key.upper() for key, value in os.environ.items() if value != ""}
+        for name in names:
+            if name.upper() in present:
+                return name
+        if names:
+            return names[0]
     return field_name.upper()
+
+
+def _field_for(loc: str) -> str | None:
+    """pydantic reports an error under the field's name or its first alias; map either back."""
+    if loc in Settings.model_fields:
+        return loc
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and any(
+            isinstance(choice, str) and choice.upper() == loc.upper() for choice in alias.choices
+        ):
+            return field_name
+    return None
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -158,6 +226,7 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             loc = error["loc"][0] if error["loc"] else "?"
-            name = _env_name(str(loc)) if str(loc) in Settings.model_fields else str(loc)
+            field_name = _field_for(str(loc))
+            name = _env_name(field_name) if field_name else str(loc)
             problems.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None

@@ -20,6 +20,12 @@ SESSIONS = "sessions"
 PAYMENT_ATTEMPTS = "paymentAttempts"
 TABLES = (USERS, SESSIONS, PAYMENT_ATTEMPTS)
 
+# Internal collections of the Clerk webhook (not import/export tables).
+WEBHOOK_DELIVERIES = "webhookDeliveries"
+BILLING_EVENTS = "billingEvents"
+# Svix retries a failed message for about 27 hours; a week covers that and manual replays.
+WEBHOOK_DELIVERY_RETENTION_S = 7 * 24 * 3600
+
 INDEXES: dict[str, list[IndexModel]] = {
     USERS: [
         IndexModel([("externalId", ASCENDING)], unique=True, name="by_external_id"),
@@ -37,6 +43,21 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("userId", ASCENDING), ("createdAt", DESCENDING), ("payment_id", DESCENDING)],
             name="by_user_created",
         ),
+    ],
+    WEBHOOK_DELIVERIES: [
+        # `receivedAt` is a BSON date: TTL indexes ignore integers.
+        IndexModel(
+            [("receivedAt", ASCENDING)],
+            expireAfterSeconds=WEBHOOK_DELIVERY_RETENTION_S,
+            name="ttl_received_at",
+        ),
+    ],
+    BILLING_EVENTS: [
+        IndexModel([("svixId", ASCENDING)], unique=True, name="by_svix_id"),
+        IndexModel(
+            [("objectId", ASCENDING), ("clerkUpdatedAt", DESCENDING)], name="by_object_updated"
+        ),
+        IndexModel([("userId", ASCENDING), ("receivedAt", DESCENDING)], name="by_user_received"),
     ],
 }
 

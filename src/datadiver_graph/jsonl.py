@@ -15,10 +15,14 @@ from datadiver_graph.domain.records import Record
 from datadiver_graph.domain.tables import TABLES, Table
 from datadiver_graph.store import Store
 
+_BOM = b"\xef\xbb\xbf"
+
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     for number, raw in enumerate(stream, start=1):
         line = raw.strip()
+        if number == 1 and line.startswith(_BOM):  # files saved by Windows editors
+            line = line[len(_BOM) :].strip()
         if line:
             yield number, line
 
@@ -54,10 +58,14 @@ async def write_snapshot(store: Store, path: Path) -> dict[str, int]:
     so an interrupted export never leaves a truncated snapshot under the final name."""
     counts: dict[str, int] = {}
     partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, table in TABLES.items():
-            buffer = io.BytesIO()
-            counts[name] = await write_table(store, table, buffer)
-            archive.writestr(f"{name}/documents.jsonl", buffer.getvalue())
-    partial.replace(path)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, table in TABLES.items():
+                buffer = io.BytesIO()
+                counts[name] = await write_table(store, table, buffer)
+                archive.writestr(f"{name}/documents.jsonl", buffer.getvalue())
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return counts

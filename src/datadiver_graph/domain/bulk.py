@@ -60,9 +60,16 @@ def check_unique(table: Table, records: Iterable[tuple[int, Record]]) -> None:
 
 
 async def import_records(
-    store: Store, table: Table, records: list[Record], mode: ImportMode
+    store: Store,
+    table: Table,
+    records: list[Record],
+    mode: ImportMode,
+    lines: list[int] | None = None,
 ) -> int:
-    """Write all records or none. Publishes one event per record after the commit."""
+    """Write all records or none. Publishes one event per record after the commit.
+
+    `lines[i]` is the file line `records[i]` came from, so a collision names that line.
+    """
     collection = store.db.table(table.name)
     docs = [record.to_doc() for record in records]
     async with store.db.client.start_session() as session:
@@ -79,12 +86,7 @@ async def import_records(
                 if docs:
                     await collection.insert_many(docs, ordered=True, session=session)
         except BulkWriteError as exc:
-            detail = exc.details.get("writeErrors", [{}])[0]
-            index = detail.get("index")
-            raise Conflict(
-                f"document {index + 1 if index is not None else '?'} of the file collides "
-                f"with a stored one ({detail.get('errmsg', 'duplicate key')}); nothing written"
-            ) from None
+            raise _collision(exc, lines) from None
         except OperationFailure as exc:
             if exc.code == 20:  # IllegalOperation: transactions need a replica set
                 raise Conflict(
@@ -97,6 +99,23 @@ async def import_records(
             table.channels(record), events.Event(table.event_kind, record.to_doc())
         )
     return len(records)
+
+
+def _collision(exc: BulkWriteError, lines: list[int] | None) -> Conflict:
+    """Name the file line whose key is already stored, and the key, in one sentence."""
+    detail = (exc.details.get("writeErrors") or [{}])[0]
+    index = detail.get("index")
+    if isinstance(index, int):
+        where = f"line {lines[index]}" if lines and index < len(lines) else f"document {index + 1}"
+    else:
+        where = "a document"
+    key_value = detail.get("keyValue")
+    if isinstance(key_value, dict) and key_value:
+        what = ", ".join(f"{field} {value!r}" for field, value in key_value.items())
+        reason = f"{what} is already stored"
+    else:
+        reason = f"collides with a stored document ({detail.get('errmsg', 'duplicate key')})"
+    return Conflict(f"{where}: {reason}; nothing written")
 
 
 async def export_records(store: Store, table: Table) -> AsyncIterator[dict[str, Any]]:

@@ -15,12 +15,19 @@ from datadiver_graph.domain.errors import InvalidInput
 
 T = TypeVar("T")
 
+_MAX_TIMESTAMP = 2**53  # records.Timestamp's bound
+_MAX_KEY_LENGTH = 128
+
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
+    cursors: list[str]  # cursors[i] resumes right after items[i]
     has_next_page: bool
-    end_cursor: str | None
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.cursors[-1] if self.cursors else None
 
 
 def encode_cursor(timestamp: int, key: str) -> str:
@@ -33,7 +40,15 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         timestamp, key = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
         raise InvalidInput("cursor is not one this API issued") from None
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not isinstance(key, str):
+    # Bounded like stored timestamps and keys: a forged cursor must never reach the driver
+    # (an int beyond 64 bits makes it raise OverflowError rather than match nothing).
+    if (
+        not isinstance(timestamp, int)
+        or isinstance(timestamp, bool)
+        or not 0 <= timestamp <= _MAX_TIMESTAMP
+        or not isinstance(key, str)
+        or not 0 < len(key) <= _MAX_KEY_LENGTH
+    ):
         raise InvalidInput("cursor is not one this API issued")
     return timestamp, key
 
@@ -77,5 +92,8 @@ async def newest_first(
     docs = [doc async for doc in cursor]
     has_next = len(docs) > first
     docs = docs[:first]
-    end = encode_cursor(docs[-1][time_field], docs[-1][key_field]) if docs else None
-    return Page(items=[parse(doc) for doc in docs], has_next_page=has_next, end_cursor=end)
+    return Page(
+        items=[parse(doc) for doc in docs],
+        cursors=[encode_cursor(doc[time_field], doc[key_field]) for doc in docs],
+        has_next_page=has_next,
+    )

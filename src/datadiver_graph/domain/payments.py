@@ -56,8 +56,11 @@ def _is_stale(stored: dict[str, Any], incoming: PaymentAttempt) -> bool:
 
 
 async def upsert_attempt(store: Store, attempt: PaymentAttempt) -> PaymentAttempt | None:
-    """Insert or replace by payment_id. Returns None when the delivery is older than what is
-    stored (by Clerk's updated_at) or would move a settled attempt back to pending.
+    """Insert or replace by payment_id, keeping the stored `_id` and `createdAt`.
+
+    Returns None, writing and publishing nothing, when the delivery is older than what is
+    stored (by Clerk's updated_at), would move a settled (paid/failed) attempt back to
+    pending, or would change nothing (the same state delivered again).
     """
     collection = store.db.payment_attempts
     for _ in range(ATTEMPTS):
@@ -73,9 +76,12 @@ async def upsert_attempt(store: Store, attempt: PaymentAttempt) -> PaymentAttemp
         if _is_stale(stored, attempt):
             return None
         version = stored.get("version", 1)
-        replacement = attempt.model_copy(
-            update={"id": stored["_id"], "version": version + 1, "created_at": stored["createdAt"]}
+        same = attempt.model_copy(
+            update={"id": stored["_id"], "version": version, "created_at": stored["createdAt"]}
         )
+        if same.to_doc() == stored:
+            return None
+        replacement = same.model_copy(update={"version": version + 1})
         result = await collection.replace_one(
             {"payment_id": attempt.payment_id, "version": version}, replacement.to_doc()
         )

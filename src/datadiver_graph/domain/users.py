@@ -151,8 +151,12 @@ async def upsert_from_clerk(store: Store, profile: ClerkProfile) -> User | None:
 async def delete_from_clerk(store: Store, external_id: str) -> User | None:
     """Delete the user and leave a tombstone so late create/update deliveries stay ignored.
 
-    Their sessions and payment attempts are kept (billing history must survive); they are
-    simply no longer reachable through a user. Returns the deleted user, if there was one.
+    Their sessions and payment attempts are kept unchanged (billing history must survive):
+    they keep their `userId`, are not marked, and publish no event. The tombstone in
+    `userTombstones` (with `deletedAt`) is the one record that says the user is gone, so an
+    orphan is a row whose `userId` has a tombstone. Marking every row instead would be an
+    unbounded fan-out of writes and events that a failed delivery could leave half done.
+    Returns the deleted user, if there was one; the tombstone is written either way.
     """
     check_id(external_id, "userId")
     await store.db.db[TOMBSTONES].update_one(

@@ -1,0 +1,252 @@
+"""Clerk webhook events, already verified, mapped onto the domain functions.
+
+Shapes follow Clerk's webhook payloads (`UserJSON`, `UserDeletedJSON`,
+`BillingPaymentAttemptWebhookEventJSON`, ...): `{"type": ..., "data": ..., ...}`. Every field
+Clerk documents as optional may be absent or null, and fields this service does not know are
+ignored, so Clerk can add fields without breaking delivery.
+
+What each type does:
+
+- `user.created`, `user.updated`: `users.upsert_from_clerk` (ignores stale and post-delete
+  deliveries by Clerk's `updated_at` and the user's tombstone).
+- `user.deleted`: `users.delete_from_clerk` (sessions and payment attempts are kept).
+- `paymentAttempt.created`, `paymentAttempt.updated`: `payments.upsert_attempt` (never goes
+  back from paid/failed to pending, ignores older deliveries).
+- `subscription.*`, `subscriptionItem.*`: `billing_events.record`, stored as received.
+- anything else: acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from datadiver_graph.domain import billing_events, payments, users, webhook_deliveries
+from datadiver_graph.domain.errors import InvalidInput
+from datadiver_graph.store import Store
+
+log = logging.getLogger(__name__)
+
+USER_UPSERTS = frozenset({"user.created", "user.updated"})
+USER_DELETED = "user.deleted"
+PAYMENT_ATTEMPTS = frozenset({"paymentAttempt.created", "paymentAttempt.updated"})
+
+_MAX_TIMESTAMP = 2**53
+_MAX_EMAIL = 320
+_MAX_IMAGE_URL = 2048
+# Clerk identifiers of a payment attempt that are not among its modelled fields.
+_ATTEMPT_METADATA = {
+    "id": "attempt_id",
+    "statement_id": "statement_id",
+    "gateway_external_id": "gateway_external_id",
+    "instance_id": "instance_id",
+}
+
+
+class Outcome(enum.StrEnum):
+    APPLIED = "applied"
+    STALE = "stale"  # older than what is stored, after a delete, or changing nothing
+    DUPLICATE = "duplicate"  # this Svix message was handled before
+    IGNORED = "ignored"  # an event type this service does not use
+
+
+@dataclass(frozen=True, slots=True)
+class ClerkEvent:
+    type: str
+    data: Any
+
+
+def parse_event(payload: Any) -> ClerkEvent:
+    """The envelope: a JSON object with a string `type` and a `data` member."""
+    if not isinstance(payload, dict):
+        raise InvalidInput("payload must be a JSON object")
+    event_type = payload.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidInput("payload lacks a string `type`")
+    if "data" not in payload:
+        raise InvalidInput("payload lacks `data`")
+    return ClerkEvent(type=event_type, data=payload["data"])
+
+
+def is_handled(event_type: str) -> bool:
+    return (
+        event_type in USER_UPSERTS
+        or event_type == USER_DELETED
+        or event_type in PAYMENT_ATTEMPTS
+        or billing_events.is_billing_event(event_type)
+    )
+
+
+def _object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _timestamp(value: Any) -> int | None:
+    """Clerk's epoch milliseconds; anything else counts as absent."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TIMESTAMP:
+        return value
+    return None
+
+
+def _data_object(event: ClerkEvent) -> dict[str, Any]:
+    data = _object(event.data)
+    if data is None:
+        raise InvalidInput(f"{event.type}: `data` must be a JSON object")
+    return data
+
+
+def _full_name(first: Any, last: Any) -> str | None:
+    # Either part may be null or empty; never the text "null".
+    parts = [part.strip() for part in (first, last) if isinstance(part, str) and part.strip()]
+    name = " ".join(parts)[: users.MAX_NAME_LENGTH].strip()
+    return name or None
+
+
+def _primary_email(data: dict[str, Any]) -> str | None:
+    """The address whose `id` is `primary_email_address_id`: not simply the first one."""
+    primary = _string(data.get("primary_email_address_id"))
+    addresses = data.get("email_addresses")
+    if primary is None or not isinstance(addresses, list):
+        return None
+    for entry in addresses:
+        if isinstance(entry, dict) and entry.get("id") == primary:
+            email = _string(entry.get("email_address"))
+            return email if email is not None and len(email) <= _MAX_EMAIL else None
+    return None
+
+
+def profile_from_user(data: dict[str, Any]) -> users.ClerkProfile:
+    """A Clerk `UserJSON` reduced to what `users` keeps."""
+    external_id = _string(data.get("id"))
+    if external_id is None:
+        raise InvalidInput("user event: `data.id` must be a non-empty string")
+    image_url = _string(data.get("image_url"))
+    return users.ClerkProfile(
+        external_id=external_id,
+        name=_full_name(data.get("first_name"), data.get("last_name")),
+        email=_primary_email(data),
+        image_url=image_url if image_url is not None and len(image_url) <= _MAX_IMAGE_URL else None,
+        created_at=_timestamp(data.get("created_at")),
+        updated_at=_timestamp(data.get("updated_at")),
+    )
+
+
+def _amount(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def attempt_from_payment(data: dict[str, Any]) -> payments.PaymentAttempt:
+    """A Clerk `BillingPaymentAttemptWebhookEventJSON` as a stored attempt.
+
+    Keyed by Clerk's `payment_id`, or the attempt's `id` when a payload has no `payment_id`.
+    Linked to `payer.user_id`: an organization payer has none and is stored unlinked.
+    Clerk's own fields are kept as sent; the attempt's `id`, `statement_id`,
+    `gateway_external_id` and `instance_id` go into `metadata`.
+    """
+    payment_id = _string(data.get("payment_id")) or _string(data.get("id"))
+    if payment_id is None:
+        raise InvalidInput("paymentAttempt event: `data` has neither `payment_id` nor `id`")
+    status = _string(data.get("status"))
+    if status is None:
+        raise InvalidInput("paymentAttempt event: `data.status` must be a non-empty string")
+    payer = _object(data.get("payer"))
+    totals = _object(data.get("totals"))
+    grand_total = _object(totals.get("grand_total")) if totals else None
+    items = data.get("subscription_items")
+    fields: dict[str, Any] = {
+        "payment_id": payment_id,
+        "user_id": _string(payer.get("user_id")) if payer else None,
+        "status": status,
+        "amount": _amount(grand_total.get("amount")) if grand_total else None,
+        "currency": _string(grand_total.get("currency")) if grand_total else None,
+        "metadata": {
+            name: data[key] for key, name in _ATTEMPT_METADATA.items() if _string(data.get(key))
+        },
+        "payer": payer,
+        "totals": totals,
+        "subscription_items": items if isinstance(items, list) else None,
+        "payment_source": _object(data.get("payment_source")),
+        "paid_at": _timestamp(data.get("paid_at")),
+        "failed_at": _timestamp(data.get("failed_at")),
+        "failed_reason": data.get("failed_reason"),
+        "charge_type": _string(data.get("charge_type")),
+        "billing_date": _timestamp(data.get("billing_date")),
+        "updated_at": _timestamp(data.get("updated_at")),
+    }
+    created_at = _timestamp(data.get("created_at"))
+    if created_at is not None:
+        fields["created_at"] = created_at
+    try:
+        return payments.new_attempt(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "data"
+        raise InvalidInput(f"paymentAttempt event: {where}: {first['msg']}") from None
+
+
+def billing_event_from(event: ClerkEvent, delivery_id: str) -> billing_events.BillingEvent:
+    """Any `subscription.*` / `subscriptionItem.*` payload, whatever its shape."""
+    data = _object(event.data) or {}
+    payer = _object(data.get("payer"))
+    return billing_events.new_event(
+        type=event.type,
+        data=event.data,
+        svix_id=delivery_id,
+        clerk_updated_at=_timestamp(data.get("updated_at")),
+        object_id=_string(data.get("id")),
+        user_id=_string(payer.get("user_id")) if payer else None,
+    )
+
+
+async def apply(store: Store, event: ClerkEvent, delivery_id: str) -> Outcome:
+    """Store one event through its domain function (which publishes the change)."""
+    if event.type in USER_UPSERTS:
+        profile = profile_from_user(_data_object(event))
+        stored = await users.upsert_from_clerk(store, profile)
+        return Outcome.APPLIED if stored is not None else Outcome.STALE
+    if event.type == USER_DELETED:
+        external_id = _string(_data_object(event).get("id"))
+        if external_id is None:
+            raise InvalidInput("user.deleted: `data.id` must be a non-empty string")
+        await users.delete_from_clerk(store, external_id)  # the tombstone is written always
+        return Outcome.APPLIED
+    if event.type in PAYMENT_ATTEMPTS:
+        attempt = attempt_from_payment(_data_object(event))
+        stored_attempt = await payments.upsert_attempt(store, attempt)
+        return Outcome.APPLIED if stored_attempt is not None else Outcome.STALE
+    if billing_events.is_billing_event(event.type):
+        recorded = await billing_events.record(store, billing_event_from(event, delivery_id))
+        return Outcome.APPLIED if recorded is not None else Outcome.DUPLICATE
+    log.info("clerk webhook: ignoring event type %r", event.type[:100])
+    return Outcome.IGNORED
+
+
+async def handle_delivery(store: Store, delivery_id: str, payload: Any) -> Outcome:
+    """One verified delivery: apply it unless its Svix id was handled, then remember the id.
+
+    The id is remembered only after the event was stored, so a delivery that fails part way
+    is retried by Svix and applied then; applying twice is harmless (every path above is
+    idempotent), skipping would not be. Unknown types touch no database.
+    """
+    event = parse_event(payload)
+    if not is_handled(event.type):
+        return await apply(store, event, delivery_id)
+    if await webhook_deliveries.seen(store, delivery_id):
+        return Outcome.DUPLICATE
+    outcome = await apply(store, event, delivery_id)
+    await webhook_deliveries.remember(store, delivery_id, event.type)
+    return outcome

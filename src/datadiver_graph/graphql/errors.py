@@ -1,0 +1,93 @@
+"""Errors with a stable `extensions.code`, and the extension that gives every error one."""
+
+from __future__ import annotations
+
+import logging
+
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from datadiver_graph.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+NOT_FOUND = "NOT_FOUND"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+INTERNAL = "INTERNAL"
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+
+# Codes whose errors are the client's doing: a response made only of these is a 4xx.
+REQUEST_ERROR_CODES = frozenset({PARSE_FAILED, VALIDATION_FAILED, BAD_USER_INPUT})
+
+
+class CodedError(GraphQLError):
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message, extensions={"code": code})
+
+
+def unauthenticated(reason: str = "sign in to do this") -> CodedError:
+    return CodedError(reason, UNAUTHENTICATED)
+
+
+def forbidden(reason: str = "not allowed") -> CodedError:
+    return CodedError(reason, FORBIDDEN)
+
+
+def bad_input(reason: str) -> CodedError:
+    return CodedError(reason, BAD_USER_INPUT)
+
+
+def error_code(error: GraphQLError) -> str | None:
+    code = (error.extensions or {}).get("code")
+    return code if isinstance(code, str) else None
+
+
+class ErrorCodes(MaskErrors):
+    """Gives each error a code; hides unexpected errors' text when `mask_internal` is set.
+
+    Domain errors carry their own code; errors graphql-core raises itself (syntax,
+    validation, variable coercion) have no original error; anything else is a bug.
+    """
+
+    def __init__(self, *, mask_internal: bool) -> None:
+        super().__init__()
+        self.mask_internal = mask_internal
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [self._coded(error) for error in errors]
+
+    def _coded(self, error: GraphQLError) -> GraphQLError:
+        if error_code(error) is not None:
+            return error
+        original = error.original_error
+        if isinstance(original, GraphQLError) and error_code(original) is not None:
+            return self._with(error, original.message, error_code(original) or INTERNAL)
+        if isinstance(original, DomainError):
+            return self._with(error, original.message, original.code)
+        if original is None:
+            parsed = self.execution_context.graphql_document is not None
+            if not parsed:
+                return self._with(error, error.message, PARSE_FAILED)
+            if error.path is None:
+                return self._with(error, error.message, VALIDATION_FAILED)
+            return self._with(error, error.message, BAD_USER_INPUT)
+        log.error("unexpected error in GraphQL execution", exc_info=original)
+        message = "Internal server error" if self.mask_internal else str(original)
+        return self._with(error, message, INTERNAL, keep_original=not self.mask_internal)
+
+    @staticmethod
+    def _with(
+        error: GraphQLError, message: str, code: str, *, keep_original: bool = False
+    ) -> GraphQLError:
+        return GraphQLError(
+            message=message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=error.original_error if keep_original else None,
+            extensions={**(error.extensions or {}), "code": code},
+        )

@@ -1,0 +1,76 @@
+"""Run the installed `datadiver-graph` command as a user would: a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def executable() -> str:
+    """The console script of this venv (not a `python -m`: cli has no __main__)."""
+    beside = Path(sys.executable).parent / "datadiver-graph"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("datadiver-graph")
+    if found is None:
+        raise RuntimeError("datadiver-graph is not installed in this environment")
+    return found
+
+
+def clean_env(**overrides: str | None) -> dict[str, str]:
+    """The environment without any of the service's variables, plus `overrides`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MONGODB_", "CLERK_", "CONVEX_", "NEXT_PUBLIC_CLERK"))
+        and key
+        not in {
+            "DATA_DIR",
+            "BROADCAST_URL",
+            "SERVICE_API_KEYS",
+            "MAX_QUERY_SIZE",
+            "CACHE_TTL",
+            "DATADIVER_ENV",
+            "LOG_LEVEL",
+        }
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            env[key] = value
+    return env
+
+
+def run(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    stdin: bytes | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [executable(), *args],
+        env=dict(env),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[bytes], *needles: str) -> str:
+    """A user-caused failure: non-zero exit, one `error:` line on stderr, no traceback."""
+    stderr = result.stderr.decode()
+    assert result.returncode != 0, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: "), stderr
+    for needle in needles:
+        assert needle in lines[0], stderr
+    return lines[0]
