@@ -108,6 +108,11 @@ class JwksServer:
             return Response(self.raw_body, media_type="application/json")
         return JSONResponse({"keys": [key.jwk() for key in self.keys]})
 
+    def reset(self, keys: list[TestKey]) -> None:
+        """Back to a healthy server holding `keys`, for reuse across tests."""
+        self.keys = list(keys)
+        self.status, self.raw_body, self.delay, self.hits = 200, None, 0.0, 0
+
     async def start(self) -> None:
         app = Starlette(routes=[Route("/.well-known/jwks.json", self._handle)])
         self._stack = AsyncExitStack()

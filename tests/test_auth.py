@@ -72,17 +72,35 @@ def ec_key() -> TestKey:
     return TestKey.ec("ec-1")
 
 
+@pytest.fixture(scope="session")
+async def _shared_servers() -> AsyncIterator[tuple[JwksServer, JwksServer]]:
+    # Started once: a uvicorn start/stop per test would dominate the run time.
+    first, second = JwksServer(), JwksServer()
+    await first.start()
+    await second.start()
+    yield first, second
+    await first.stop()
+    await second.stop()
+
+
 @pytest.fixture
-async def server(rsa_key: TestKey, ec_key: TestKey) -> AsyncIterator[JwksServer]:
+def server(
+    _shared_servers: tuple[JwksServer, JwksServer], rsa_key: TestKey, ec_key: TestKey
+) -> JwksServer:
+    _shared_servers[0].reset([rsa_key, ec_key])
+    return _shared_servers[0]
+
+
+@pytest.fixture
+def other_server(_shared_servers: tuple[JwksServer, JwksServer], rsa_key_2: TestKey) -> JwksServer:
+    _shared_servers[1].reset([rsa_key_2])
+    return _shared_servers[1]
+
+
+@pytest.fixture
+async def own_server(rsa_key: TestKey, ec_key: TestKey) -> AsyncIterator[JwksServer]:
+    """A server of the test's own, which it may stop."""
     srv = JwksServer(keys=[rsa_key, ec_key])
-    await srv.start()
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
-async def other_server(rsa_key_2: TestKey) -> AsyncIterator[JwksServer]:
-    srv = JwksServer(keys=[rsa_key_2])
     await srv.start()
     yield srv
     await srv.stop()
@@ -423,8 +441,9 @@ async def test_ttl_expiry_refetches_keys(
 
 @pytest.mark.parametrize("failure", ["http-500", "bad-json", "no-usable-keys", "stopped"])
 async def test_outage_keeps_the_cached_keys(
-    server: JwksServer, rsa_key: TestKey, failure: str, caplog: pytest.LogCaptureFixture
+    own_server: JwksServer, rsa_key: TestKey, failure: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    server = own_server
     cache = JwksCache(server.jwks_url, ttl_seconds=0.2, min_refresh_interval=0.1)
     v = TokenVerifier({server.issuer: cache})
     try:
@@ -452,8 +471,9 @@ async def test_outage_keeps_the_cached_keys(
 
 @pytest.mark.parametrize("failure", ["http-500", "stopped"])
 async def test_no_keys_ever_and_issuer_down_is_an_auth_error(
-    server: JwksServer, rsa_key: TestKey, failure: str
+    own_server: JwksServer, rsa_key: TestKey, failure: str
 ) -> None:
+    server = own_server
     if failure == "http-500":
         server.status = 503
     else:

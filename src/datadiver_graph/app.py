@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from datadiver_graph import db, dev_keys
+from datadiver_graph import db, dev_keys, webhooks
 from datadiver_graph.auth import TokenVerifier
 from datadiver_graph.config import Settings, load_settings
 from datadiver_graph.dev_jwks_route import jwks_endpoint
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        *webhooks.ROUTES,
     ]
     if dev_keys.dev_mode(settings):
         routes.append(Route("/.well-known/jwks.json", jwks_endpoint))

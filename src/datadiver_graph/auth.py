@@ -53,9 +53,7 @@ class Identity:
     user_id: str | None
     is_service: bool = False
     session_id: str | None = None
-    claims: Mapping[str, Any] = field(
-        default_factory=lambda: _EMPTY_CLAIMS, hash=False, repr=False
-    )
+    claims: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_CLAIMS, hash=False, repr=False)
 
     @classmethod
     def anonymous(cls) -> Identity:

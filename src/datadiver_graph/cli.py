@@ -175,6 +175,33 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
         print(f"exported {count} documents from {table.name}", file=sys.stderr)
 
 
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> None:
+    from datadiver_graph.graphql.schema import schema_sdl
+
+    sdl = schema_sdl()
+    if not args.check:
+        sys.stdout.write(sdl)
+        return
+    path = Path(args.path)
+    try:
+        committed = path.read_text()
+    except OSError:
+        raise CliError(f"{path} is missing: run `make schema` and commit it") from None
+    if committed != sdl:
+        raise CliError(f"{path} is stale: run `make schema` and commit the result")
+    print(f"{path} is current", file=sys.stderr)
+
+
+def cmd_dev_token(args: argparse.Namespace, settings: Settings) -> None:
+    from datadiver_graph.dev_keys import mint_dev_token
+    from datadiver_graph.domain.ids import check_id
+
+    check_id(args.user, "--user")
+    if args.ttl < 1:
+        raise CliError("--ttl must be at least 1 second")
+    print(mint_dev_token(settings, args.user, ttl_seconds=args.ttl))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datadiver-graph", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a table as JSONL, or every table as a zip")
     exp.add_argument("--table", choices=list(TABLES))
     exp.add_argument("--path", help="output file (default: stdout for one table)")
+
+    schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
+    schema.add_argument("--check", action="store_true", help="fail when --path is not current")
+    schema.add_argument("--path", default="schema.graphql")
+
+    token = sub.add_parser("dev-token", help="print a development token (no Clerk needed)")
+    token.add_argument("--user", required=True, metavar="USER_ID")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     return parser
 
 
@@ -203,6 +238,8 @@ HANDLERS: dict[str, Handler] = {
     "serve": cmd_serve,
     "import": cmd_import,
     "export": cmd_export,
+    "schema": cmd_schema,
+    "dev-token": cmd_dev_token,
 }
 
 
