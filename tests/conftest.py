@@ -13,7 +13,7 @@ from datadiver_graph import db
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.embedded import EmbeddedMongo
-from datadiver_graph.events import EventBus
+from datadiver_graph.fanout import EventHub
 from datadiver_graph.store import Store
 from tests.servers import serve_app
 
@@ -47,7 +47,7 @@ async def database(mongo_uri: str, db_name: str) -> AsyncIterator[db.Database]:
 
 @pytest.fixture
 async def store(database: db.Database) -> AsyncIterator[Store]:
-    bus = EventBus("memory://")
+    bus = EventHub("memory://")
     await bus.connect()
     yield Store(db=database, events=bus)
     await bus.disconnect()

@@ -17,7 +17,7 @@ from datadiver_graph.auth import TokenVerifier
 from datadiver_graph.config import Settings, load_settings
 from datadiver_graph.dev_jwks_route import jwks_endpoint
 from datadiver_graph.embedded import EmbeddedMongo
-from datadiver_graph.events import EventBus
+from datadiver_graph.fanout import EventHub
 from datadiver_graph.graphql.http import GraphQLView
 from datadiver_graph.store import Store
 
@@ -29,9 +29,13 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
+    """503 only when the database is unreachable. A lost fan-out link degrades live updates
+    but not queries or mutations, so it is reported without taking the instance out."""
     store: Store = request.app.state.store
     database_ok = await store.db.ping()
-    body = {"status": "ok" if database_ok else "unavailable", "database": database_ok}
+    fanout_ok = await store.events.link_ok()
+    status = "unavailable" if not database_ok else "ok" if fanout_ok else "degraded"
+    body = {"status": status, "database": database_ok, "fanout": fanout_ok}
     return JSONResponse(body, status_code=200 if database_ok else 503)
 
 
@@ -51,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
         else:
             log.info("using MongoDB from MONGODB_URI (database %s)", settings.mongodb_db)
         database = db.connect(uri, settings.mongodb_db)
-        bus = EventBus(settings.broadcast_url)
+        bus = EventHub(settings.broadcast_url)
         try:
             await db.ensure_indexes(database)
             await bus.connect()

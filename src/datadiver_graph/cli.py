@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from datadiver_graph.domain.bulk import ImportMode, import_records
 from datadiver_graph.domain.errors import DomainError
 from datadiver_graph.domain.tables import TABLES, get_table
 from datadiver_graph.embedded import EmbeddedDatabaseError, EmbeddedMongo
-from datadiver_graph.events import EventBus
+from datadiver_graph.fanout import EventHub
 from datadiver_graph.store import Store
 
 log = logging.getLogger("datadiver_graph")
@@ -51,7 +52,7 @@ async def _open_store(settings: Settings) -> AsyncIterator[Store]:
         embedded = EmbeddedMongo(settings.embedded_data_path)
         uri = await asyncio.to_thread(embedded.start)
     database = db.connect(uri, settings.mongodb_db)
-    bus = EventBus(settings.broadcast_url)
+    bus = EventHub(settings.broadcast_url)
     try:
         if not await database.ping():
             raise CliError(f"cannot reach MongoDB at {_redact(uri)}")
@@ -72,29 +73,37 @@ def _redact(uri: str) -> str:
     return f"{scheme}://{rest}"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from datadiver_graph.app import create_app
 
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler found
+    # at start-up; with the default one the process would die on the spot and orphan the
+    # embedded database. Make SIGTERM unwind like Ctrl-C, so the `finally` below runs.
+    signal.signal(signal.SIGTERM, _interrupt)
     embedded: EmbeddedMongo | None = None
-    if settings.mongodb_uri is None:
-        # One database for all workers: started here, handed to them through the environment.
-        embedded = EmbeddedMongo(settings.embedded_data_path)
-        uri = embedded.start()
-        os.environ["MONGODB_URI"] = uri
-        settings = settings.model_copy(update={"mongodb_uri": uri})
-    else:
-        log.info("using MongoDB from MONGODB_URI: %s", _redact(settings.mongodb_uri))
-    common: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": settings.log_level.lower(),
-        "ws_per_message_deflate": False,
-        "timeout_graceful_shutdown": 10,
-        "proxy_headers": True,
-    }
     try:
+        if settings.mongodb_uri is None:
+            # One database for all workers: started here, handed to them through the environment.
+            embedded = EmbeddedMongo(settings.embedded_data_path)
+            uri = embedded.start()
+            os.environ["MONGODB_URI"] = uri
+            settings = settings.model_copy(update={"mongodb_uri": uri})
+        else:
+            log.info("using MongoDB from MONGODB_URI: %s", _redact(settings.mongodb_uri))
+        common: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "log_level": settings.log_level.lower(),
+            "ws_per_message_deflate": False,
+            "timeout_graceful_shutdown": 10,
+            "proxy_headers": True,
+        }
         if args.workers > 1:
             uvicorn.run(
                 "datadiver_graph.app:app_from_env", factory=True, workers=args.workers, **common
@@ -103,6 +112,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             uvicorn.run(create_app(settings), **common)
     finally:
         if embedded is not None:
+            # A second Ctrl-C or SIGTERM must not abandon the database halfway through its stop.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             embedded.stop()
 
 

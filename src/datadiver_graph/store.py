@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datadiver_graph.db import Database
-from datadiver_graph.events import EventBus
+from datadiver_graph.fanout import EventHub
 
 
 @dataclass(frozen=True, slots=True)
 class Store:
     db: Database
-    events: EventBus
+    events: EventHub

@@ -10,6 +10,7 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from datadiver_graph import events
 from datadiver_graph.domain.errors import Conflict, InvalidInput
+from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.records import Record, new_id
 from datadiver_graph.domain.tables import Table
 from datadiver_graph.store import Store
@@ -40,9 +41,14 @@ def parse_record(table: Table, doc: Any, line: int) -> Record:
         doc["createdAt"] = int(creation_time)
     table.defaults(doc)
     try:
-        return table.record.from_untrusted(doc)
+        record = table.record.from_untrusted(doc)
+        stored = record.to_doc()
+        for field in table.id_fields:
+            if stored.get(field) is not None:
+                check_id(stored[field], field)
     except InvalidInput as exc:
         raise LineError(line, exc.message) from None
+    return record
 
 
 def check_unique(table: Table, records: Iterable[tuple[int, Record]]) -> None:

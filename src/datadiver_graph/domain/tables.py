@@ -20,6 +20,9 @@ class Table:
     event_kind: str
     # Fills fields that older exports (Convex's) may lack, from fields they do have.
     defaults: Callable[[dict[str, Any]], None]
+    # Stored fields holding ids the API looks records up by: an imported value must pass the
+    # same check as one from a client, or the record could never be read back.
+    id_fields: tuple[str, ...] = ()
 
 
 def _user_defaults(doc: dict[str, Any]) -> None:
@@ -46,6 +49,7 @@ TABLES: dict[str, Table] = {
         channels=lambda user: users.channels(user.external_id),
         event_kind="user.imported",
         defaults=_user_defaults,
+        id_fields=("externalId",),
     ),
     db.SESSIONS: Table(
         name=db.SESSIONS,
@@ -54,6 +58,7 @@ TABLES: dict[str, Table] = {
         channels=sessions.channels,
         event_kind="session.imported",
         defaults=_session_defaults,
+        id_fields=("sessionId", "userId"),
     ),
     db.PAYMENT_ATTEMPTS: Table(
         name=db.PAYMENT_ATTEMPTS,
@@ -62,6 +67,7 @@ TABLES: dict[str, Table] = {
         channels=payments.channels,
         event_kind="payment.imported",
         defaults=_no_defaults,
+        id_fields=("userId",),
     ),
 }
 

@@ -14,6 +14,7 @@ from datadiver_graph.graphql.errors import PARSE_FAILED, ErrorCodes, error_code
 from datadiver_graph.graphql.mutations import Mutation
 from datadiver_graph.graphql.queries import Query
 from datadiver_graph.graphql.scalars import SCALAR_MAP
+from datadiver_graph.graphql.subscriptions import Subscription
 
 CACHE_SIZE = 1024
 
@@ -36,6 +37,7 @@ def build_schema(*, production: bool = False) -> Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=[
             # Factories: extensions hold per-operation state, so each operation gets its own
