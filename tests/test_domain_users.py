@@ -101,6 +101,8 @@ async def test_update_trims_the_name(store: Store) -> None:
         ("x" * 201, "at most 200"),
         ("bad\x00name", "control characters"),
         ("line\nbreak", "control characters"),
+        ("del\x7fchar", "control characters"),
+        ("c1\x85char", "control characters"),
     ],
 )
 async def test_update_rejects_a_bad_name_and_writes_nothing(

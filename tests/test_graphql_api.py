@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
@@ -455,7 +456,9 @@ async def test_internal_errors_are_masked_in_production(
     await database.payment_attempts.insert_one(
         {"_id": "x", "payment_id": "broken", "userId": "user_ada", "createdAt": 1}
     )
-    settings = clerk_settings.model_copy(update={"datadiver_env": env})
+    settings = clerk_settings.model_copy(
+        update={"datadiver_env": env, "clerk_webhook_secret": SecretStr("whsec_" + "A" * 32)}
+    )
     async with (
         serve_app(create_app(settings)) as url,
         httpx.AsyncClient(base_url=url) as client,

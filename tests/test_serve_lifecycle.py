@@ -17,7 +17,7 @@ import pytest
 from pymongo import MongoClient
 
 from datadiver_graph.embedded import free_port
-from tests.cli import clean_env, executable, run
+from tests.cli import assert_one_line_error, clean_env, executable, run
 
 READY_WITHIN = 15.0
 
@@ -56,9 +56,13 @@ def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen[b
         wait_ready(process, url)
         yield process, url
     finally:
-        if process.poll() is None:  # the test did not stop it: do not leak it
-            process.kill()
-            process.wait(10)
+        if process.poll() is None:  # the test did not stop it: stop it (and its database)
+            process.terminate()
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
 
 
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> str:
@@ -90,7 +94,7 @@ def test_embedded_database_starts_stops_with_serve_and_keeps_data(tmp_path: Path
 
     with serving(env, tmp_path) as (process, _url):
         assert uri_file.exists()
-        embedded_uri = uri_file.read_text().strip()
+        embedded_uri = uri_file.read_text().splitlines()[0]
         assert accepts_connections(embedded_uri)
         # The CLI finds the running embedded database through DATA_DIR/secantus.uri.
         result = run(["import", "--table", "sessions", str(rows)], env, tmp_path)
@@ -106,7 +110,7 @@ def test_embedded_database_starts_stops_with_serve_and_keeps_data(tmp_path: Path
     assert not uri_file.exists()
 
     with serving(env, tmp_path) as (process, _url):
-        embedded_uri = uri_file.read_text().strip()
+        embedded_uri = uri_file.read_text().splitlines()[0]
         with MongoClient(embedded_uri, serverSelectionTimeoutMS=2000) as client:
             doc = client.lifecycle.sessions.find_one({"sessionId": "kept"})
         assert doc is not None and doc["userId"] == "user_a"
@@ -135,3 +139,29 @@ def test_with_mongodb_uri_no_embedded_database_is_started(
         with MongoClient(mongo_uri) as client:
             client.drop_database(db_name)
     assert accepts_connections(mongo_uri)  # the shared server is not ours to stop
+
+
+def test_a_stale_address_file_is_not_trusted(tmp_path: Path, mongo_uri: str, db_name: str) -> None:
+    """A secantus.uri left behind by a dead server may name a port another server now holds:
+    the CLI must start its own database rather than write into that one."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "secantus.uri").write_text(f"{mongo_uri}\n999999999\n")
+    env = clean_env(DATA_DIR=str(data_dir), MONGODB_DB=db_name)
+    rows = tmp_path / "users.jsonl"
+    rows.write_bytes(orjson.dumps({"externalId": "user_stale", "createdAt": 1}) + b"\n")
+    try:
+        result = run(["import", "--table", "users", str(rows)], env, tmp_path)
+        assert result.returncode == 0, result.stderr.decode()
+        with MongoClient(mongo_uri) as client:
+            assert client[db_name].users.count_documents({}) == 0
+        # It went to the embedded database under DATA_DIR, which keeps it.
+        result = run(["export", "--table", "users"], env, tmp_path)
+        assert result.returncode == 0, result.stderr.decode()
+        assert orjson.loads(result.stdout)["externalId"] == "user_stale"
+        # A refused import through the embedded database still says so in one line.
+        result = run(["import", "--table", "users", str(rows)], env, tmp_path)
+        assert_one_line_error(result, "users", "--append")
+    finally:
+        with MongoClient(mongo_uri) as client:
+            client.drop_database(db_name)

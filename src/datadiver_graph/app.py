@@ -39,10 +39,17 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if database_ok else 503)
 
 
+def preflight(settings: Settings) -> None:
+    """Refuse a configuration production must not run with (raises SettingsError)."""
+    TokenVerifier.from_settings(settings)  # an issuer (or, in development, the dev key)
+    webhooks.webhook_secret(settings)
+
+
 def create_app(settings: Settings) -> Starlette:
     # Built before the lifespan so a bad auth configuration fails at start-up, not per request.
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
     verifier = TokenVerifier.from_settings(settings, http_client=http_client)
+    preflight(settings)
     graphql = GraphQLView(settings)
 
     @asynccontextmanager

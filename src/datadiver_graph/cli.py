@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 
 from datadiver_graph import db
 from datadiver_graph.config import Settings, SettingsError, load_settings
+from datadiver_graph.dev_webhook import add_dev_webhook_parser, run_dev_webhook
 from datadiver_graph.domain.bulk import ImportMode, import_records
 from datadiver_graph.domain.errors import DomainError
 from datadiver_graph.domain.tables import TABLES, get_table
@@ -35,9 +36,14 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 1."""
 
 
-def _configure_logging(settings: Settings) -> None:
+def _configure_logging(settings: Settings, command: str) -> None:
+    level = settings.log_level
+    if command != "serve" and "LOG_LEVEL" not in os.environ:
+        # A one-shot command speaks through its result and its one `error:` line; progress
+        # chatter (the embedded database starting) would bury that line.
+        level = "WARNING"
     logging.basicConfig(
-        level=settings.log_level,
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -80,8 +86,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    from datadiver_graph.app import create_app
+    from datadiver_graph.app import create_app, preflight
 
+    preflight(settings)  # before anything starts: a bad configuration fails in one line
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler found
     # at start-up; with the default one the process would die on the spot and orphan the
     # embedded database. Make SIGTERM unwind like Ctrl-C, so the `finally` below runs.
@@ -234,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--table", choices=list(TABLES))
     exp.add_argument("--path", help="output file (default: stdout for one table)")
 
+    add_dev_webhook_parser(sub)
+
     schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
     schema.add_argument("--check", action="store_true", help="fail when --path is not current")
     schema.add_argument("--path", default="schema.graphql")
@@ -252,6 +261,7 @@ HANDLERS: dict[str, Handler] = {
     "export": cmd_export,
     "schema": cmd_schema,
     "dev-token": cmd_dev_token,
+    "dev-webhook": run_dev_webhook,
 }
 
 
@@ -262,7 +272,7 @@ def run(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings()
-        _configure_logging(settings)
+        _configure_logging(settings, args.command)
         result = HANDLERS[args.command](args, settings)
         if result is not None:
             asyncio.run(result)

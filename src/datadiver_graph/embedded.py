@@ -64,18 +64,26 @@ class EmbeddedMongo:
 
     def _attach_to_running(self) -> bool:
         try:
-            uri = self.uri_file.read_text().strip()
+            uri, _, pid = self.uri_file.read_text().strip().partition("\n")
         except OSError:
             return False
-        client: MongoClient[dict[str, object]] = MongoClient(
-            uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500
-        )
         try:
-            client.admin.command("ping")
+            client: MongoClient[dict[str, object]] = MongoClient(
+                uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500
+            )
+        except (PyMongoError, ValueError, TypeError):  # not a URI at all
+            return False
+        try:
+            status = client.admin.command("serverStatus")
         except PyMongoError:
             return False
         finally:
             client.close()
+        # A file left by a server that died can name a port some other server now uses;
+        # only the process that wrote the file is ours.
+        if pid.strip() and str(status.get("pid")) != pid.strip():
+            log.warning("ignoring stale %s: another process answers at %s", self.uri_file, uri)
+            return False
         host_port = uri.split("//", 1)[1].split("/", 1)[0]
         self.host, port = host_port.rsplit(":", 1)
         self.port = int(port)
@@ -117,7 +125,7 @@ class EmbeddedMongo:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self._wait_until_ready(timeout)
-        self.uri_file.write_text(self.uri)
+        self.uri_file.write_text(f"{self.uri}\n{self._process.pid}\n")
         log.info("embedded SecantusDB at %s (data in %s)", self.uri, self.data_path)
         return self.uri
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,14 @@ def _data_object(event: ClerkEvent) -> dict[str, Any]:
 
 
 def _full_name(first: Any, last: Any) -> str | None:
-    # Either part may be null or empty; never the text "null".
-    parts = [part.strip() for part in (first, last) if isinstance(part, str) and part.strip()]
-    name = " ".join(parts)[: users.MAX_NAME_LENGTH].strip()
+    """First and last name; either may be null or empty (never the text "null").
+
+    Whitespace runs and control characters become one space, as `users.update` would
+    refuse a name containing them; the result fits `users.MAX_NAME_LENGTH`.
+    """
+    text = " ".join(part for part in (first, last) if isinstance(part, str))
+    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    name = " ".join(text.split())[: users.MAX_NAME_LENGTH].strip()
     return name or None
 
 

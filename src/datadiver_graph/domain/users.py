@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,7 @@ def _check_name(name: str) -> str:
         raise InvalidInput("name must not be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidInput(f"name must be at most {MAX_NAME_LENGTH} characters")
-    if any(ord(ch) < 32 for ch in name):
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
         raise InvalidInput("name must not contain control characters")
     return name
 

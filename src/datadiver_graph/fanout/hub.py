@@ -49,6 +49,10 @@ class Subscription:
         self._on_overflow = on_overflow
         self.overflowed = False
 
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
     def offer(self, item: Item) -> None:
         if self.overflowed:
             return
@@ -125,6 +129,8 @@ class EventHub:
             "publish_failures": self.publish_failures,
             "delivered": self.delivered,
             "dropped_slow": self.dropped_slow,
+            # Events waiting in local subscriber queues: at most queue_size per subscription.
+            "queued": sum(s.queued for s in {s for subs in self._local.values() for s in subs}),
         }
 
     # -- publishing -------------------------------------------------------------------------
@@ -149,7 +155,14 @@ class EventHub:
     async def subscribe(
         self, *channels: str, on_overflow: Callable[[], None] | None = None
     ) -> AsyncIterator[Subscription]:
-        subscription = Subscription(channels, self.queue_size, on_overflow)
+        def overflowed() -> None:
+            # Counted when the subscriber is cut off, not when its consumer next wakes up:
+            # a consumer blocked on a stalled client may not wake for a long time.
+            self.dropped_slow += 1
+            if on_overflow is not None:
+                on_overflow()
+
+        subscription = Subscription(channels, self.queue_size, overflowed)
         try:
             for channel in channels:
                 subscribers = self._local.setdefault(channel, set())
@@ -158,8 +171,6 @@ class EventHub:
                     await self._backend_call("subscribe", channel)
             yield subscription
         finally:
-            if subscription.overflowed:
-                self.dropped_slow += 1
             for channel in channels:
                 remaining = self._local.get(channel)
                 if remaining is None:
@@ -206,14 +217,18 @@ class EventHub:
                 # Backends that cannot heal themselves (Postgres) are rebuilt here.
                 self._listener_healthy = False
                 log.warning("fan-out link lost: %s; reconnecting", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
-                await self._reconnect()
+                # Keep trying: after a failed attempt the old connection's queue is never
+                # filled again, so waiting on next_published() would wait forever.
+                while True:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX)
+                    if await self._reconnect():
+                        break
                 continue
             backoff = 0.1
             self._deliver(event.channel, event.message)
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self) -> bool:
         with contextlib.suppress(Exception):
             await self._backend.disconnect()
         try:
@@ -222,7 +237,8 @@ class EventHub:
                 await self._backend.subscribe(channel)
         except Exception as exc:
             log.warning("fan-out reconnect failed: %s", exc)
-            return
+            return False
         self._listener_healthy = True
         log.info("fan-out link is back")
         await self._resync_all()
+        return True
