@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -19,6 +21,7 @@ from datadiver_graph.dev_jwks_route import jwks_endpoint
 from datadiver_graph.embedded import EmbeddedMongo
 from datadiver_graph.fanout import EventHub
 from datadiver_graph.graphql.http import GraphQLView
+from datadiver_graph.ratelimit import create_rate_limiter
 from datadiver_graph.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ def create_app(settings: Settings) -> Starlette:
     verifier = TokenVerifier.from_settings(settings, http_client=http_client)
     preflight(settings)
     graphql = GraphQLView(settings)
+    rate_limiter = create_rate_limiter(settings.rate_limit_per_minute, settings.broadcast_url)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -71,6 +75,8 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await verifier.aclose()
             await http_client.aclose()
+            if rate_limiter is not None:
+                await rate_limiter.close()
             await bus.disconnect()
             await database.close()
             if embedded is not None:
@@ -85,12 +91,27 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if dev_keys.dev_mode(settings):
         routes.append(Route("/.well-known/jwks.json", jwks_endpoint))
+    middleware: list[Middleware] = []
+    if settings.cors_allowed_origins:
+        # Only origins named in configuration; no wildcard with credentials, ever.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_allowed_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-service-key", "x-request-id"],
+                allow_credentials=True,
+                max_age=600,
+            )
+        )
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.verifier = verifier
+    app.state.rate_limiter = rate_limiter
     return app
 
 

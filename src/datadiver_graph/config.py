@@ -93,12 +93,56 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", validation_alias=AliasChoices("LOG_LEVEL")
     )
+    # `json` (one object per line) or `text`; unset: json in production, text in development.
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, validation_alias=AliasChoices("LOG_FORMAT")
+    )
+
+    # API limits (hardening). Each refusal carries its own GraphQL error code.
+    max_query_depth: int = Field(
+        default=12, ge=2, le=100, validation_alias=AliasChoices("MAX_QUERY_DEPTH")
+    )
+    max_aliases: int = Field(
+        default=30, ge=0, le=1000, validation_alias=AliasChoices("MAX_ALIASES")
+    )
+    max_tokens: int = Field(
+        default=2_000, ge=50, le=100_000, validation_alias=AliasChoices("MAX_TOKENS")
+    )
+    max_directives_per_field: int = Field(
+        default=4, ge=0, le=50, validation_alias=AliasChoices("MAX_DIRECTIVES_PER_FIELD")
+    )
+    max_batch_operations: int = Field(
+        default=10, ge=1, le=100, validation_alias=AliasChoices("MAX_BATCH_OPERATIONS")
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        le=64 * 1_048_576,
+        validation_alias=AliasChoices("MAX_BODY_BYTES"),
+    )
+    max_variables_bytes: int = Field(
+        default=65_536,
+        ge=256,
+        le=16 * 1_048_576,
+        validation_alias=AliasChoices("MAX_VARIABLES_BYTES"),
+    )
+    # Requests per identity (user, service key, or client address) per minute; 0 disables.
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, le=1_000_000, validation_alias=AliasChoices("RATE_LIMIT_PER_MINUTE")
+    )
+    request_timeout: float = Field(
+        default=10.0, gt=0, le=300, validation_alias=AliasChoices("REQUEST_TIMEOUT")
+    )
+    cors_allowed_origins: CsvList = Field(
+        default_factory=list, validation_alias=AliasChoices("CORS_ALLOWED_ORIGINS")
+    )
 
     @field_validator(
         "clerk_issuer",
         "clerk_jwt_audience",
         "clerk_authorized_parties",
         "service_api_keys",
+        "cors_allowed_origins",
         mode="before",
     )
     @classmethod
@@ -114,7 +158,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{issuer!r} is not an http(s) URL")
         return [issuer.rstrip("/") for issuer in value]
 
-    @field_validator("datadiver_env", "log_level", mode="before")
+    @field_validator("datadiver_env", "log_level", "log_format", mode="before")
     @classmethod
     def _normalise_case(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
@@ -151,6 +195,15 @@ class Settings(BaseSettings):
             self.clerk_jwks_url = f"{self.clerk_issuer[0]}/.well-known/jwks.json"
         return self
 
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins_are_exact(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parsed = urlparse(origin)
+            if origin == "*" or parsed.scheme not in ("https", "http") or not parsed.netloc:
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.rstrip("/") for origin in value]
+
     @field_validator("mongodb_uri")
     @classmethod
     def _mongo_scheme(cls, value: str | None) -> str | None:
@@ -180,6 +233,12 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.datadiver_env == "production"
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "text"
 
     @property
     def embedded_data_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
@@ -16,11 +17,23 @@ FORBIDDEN = "FORBIDDEN"
 NOT_FOUND = "NOT_FOUND"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 INTERNAL = "INTERNAL"
+TIMEOUT = "TIMEOUT"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 
 # Codes whose errors are the client's doing: a response made only of these is a 4xx.
-REQUEST_ERROR_CODES = frozenset({PARSE_FAILED, VALIDATION_FAILED, BAD_USER_INPUT})
+REQUEST_ERROR_CODES = frozenset(
+    {
+        PARSE_FAILED,
+        VALIDATION_FAILED,
+        BAD_USER_INPUT,
+        "QUERY_TOO_DEEP",
+        "TOO_MANY_ALIASES",
+        "TOO_MANY_TOKENS",
+        "TOO_MANY_DIRECTIVES",
+        "INTROSPECTION_DISABLED",
+    }
+)
 
 
 class CodedError(GraphQLError):
@@ -45,6 +58,26 @@ def error_code(error: GraphQLError) -> str | None:
     return code if isinstance(code, str) else None
 
 
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
+def without_suggestions(message: str) -> str:
+    """graphql-core's "Did you mean ...?" hints map the schema for a prober."""
+    return _SUGGESTION.sub("", message)
+
+
+def request_error_code(error: GraphQLError, *, parsed: bool) -> str:
+    """The code of an error graphql-core raised itself (no original exception)."""
+    from datadiver_graph.graphql.limits import limit_code
+
+    limit = limit_code(error.message)
+    if limit is not None:
+        return limit
+    if not parsed:
+        return PARSE_FAILED
+    return VALIDATION_FAILED if error.path is None else BAD_USER_INPUT
+
+
 class ErrorCodes(MaskErrors):
     """Gives each error a code; hides unexpected errors' text when `mask_internal` is set.
 
@@ -52,9 +85,9 @@ class ErrorCodes(MaskErrors):
     validation, variable coercion) have no original error; anything else is a bug.
     """
 
-    def __init__(self, *, mask_internal: bool) -> None:
+    def __init__(self, *, production: bool) -> None:
         super().__init__()
-        self.mask_internal = mask_internal
+        self.production = production
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         return [self._coded(error) for error in errors]
@@ -69,14 +102,11 @@ class ErrorCodes(MaskErrors):
             return self._with(error, original.message, original.code)
         if original is None:
             parsed = self.execution_context.graphql_document is not None
-            if not parsed:
-                return self._with(error, error.message, PARSE_FAILED)
-            if error.path is None:
-                return self._with(error, error.message, VALIDATION_FAILED)
-            return self._with(error, error.message, BAD_USER_INPUT)
+            message = without_suggestions(error.message) if self.production else error.message
+            return self._with(error, message, request_error_code(error, parsed=parsed))
         log.error("unexpected error in GraphQL execution", exc_info=original)
-        message = "Internal server error" if self.mask_internal else str(original)
-        return self._with(error, message, INTERNAL, keep_original=not self.mask_internal)
+        message = "Internal server error" if self.production else str(original)
+        return self._with(error, message, INTERNAL, keep_original=not self.production)
 
     @staticmethod
     def _with(

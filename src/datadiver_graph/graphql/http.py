@@ -7,12 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types.unset import UnsetType
 
 from datadiver_graph.auth import AuthError, Identity, TokenVerifier, identify
@@ -20,8 +23,57 @@ from datadiver_graph.config import Settings
 from datadiver_graph.graphql.context import Context
 from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES
 from datadiver_graph.graphql.schema import build_schema
+from datadiver_graph.ratelimit import RateLimiter
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+
+# Codes for the refusals that happen before GraphQL runs (strawberry answers them as text).
+HTTP_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+class CodedHTTPException(HTTPException):
+    def __init__(
+        self, status_code: int, reason: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+        self.headers = headers or {}
+
+
+def _error_response(exc: HTTPException) -> Response:
+    code = getattr(exc, "code", None) or HTTP_ERROR_CODES.get(exc.status_code, "BAD_REQUEST")
+    body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
+    return Response(
+        orjson.dumps(body),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=getattr(exc, "headers", None) or {},
+    )
+
+
+def _limit_body(receive: Receive, limit: int) -> Receive:
+    """Refuse a body larger than `limit` while it streams in, whatever Content-Length said."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise CodedHTTPException(
+                    413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
+                )
+        return message
+
+    return limited
 
 
 def _is_request_error(response: Mapping[str, Any]) -> bool:
@@ -37,7 +89,7 @@ def _is_request_error(response: Mapping[str, Any]) -> bool:
 class GraphQLView(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            build_schema(production=settings.is_production),
+            build_schema(settings),
             graphql_ide=None if settings.is_production else "graphiql",
             allow_queries_via_get=True,
             keep_alive=True,
@@ -46,6 +98,47 @@ class GraphQLView(GraphQL[Context, None]):
             max_subscriptions_per_connection=50,
         )
         self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        limit = self.settings.max_body_bytes
+        request = Request(scope, receive=_limit_body(receive, limit))
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > limit:
+                raise CodedHTTPException(
+                    413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
+                )
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = _error_response(exc)
+        await response(scope, receive, send)
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            # Only JSON: a form or text/plain POST is a "simple" cross-site request (CSRF).
+            if content_type not in ("application/json", GRAPHQL_RESPONSE_JSON):
+                raise CodedHTTPException(
+                    415,
+                    "POST /graphql needs Content-Type: application/json",
+                    "UNSUPPORTED_MEDIA_TYPE",
+                )
+        parsed = await super().parse_http_body(request)
+        limit = self.settings.max_variables_bytes
+        for item in parsed if isinstance(parsed, list) else [parsed]:
+            if item.variables and len(orjson.dumps(item.variables)) > limit:
+                raise CodedHTTPException(
+                    413, f"variables exceed {limit} bytes", "VARIABLES_TOO_LARGE"
+                )
+        return parsed
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -91,7 +184,29 @@ class GraphQLView(GraphQL[Context, None]):
                 cookie=request.cookies.get("__session"),
                 service_key=request.headers.get("x-service-key"),
             )
+            await self._check_rate(state.rate_limiter, context.identity, request)
         return context
+
+    @staticmethod
+    async def _check_rate(
+        limiter: RateLimiter | None, identity: Identity, request: Request
+    ) -> None:
+        if limiter is None:
+            return
+        if identity.is_service:
+            key = "service"
+        elif identity.user_id is not None:
+            key = f"user:{identity.user_id}"
+        else:
+            key = f"ip:{request.client.host if request.client else 'unknown'}"
+        retry_after = await limiter.hit(key)
+        if retry_after is not None:
+            raise CodedHTTPException(
+                429,
+                "rate limit exceeded; try again later",
+                "RATE_LIMITED",
+                headers={"Retry-After": str(max(1, round(retry_after)))},
+            )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Credentials come from connectionParams; the identity then holds for the connection."""

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from functools import cache, partial
+import asyncio
+from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
-from strawberry.schema.config import StrawberryConfig
-from strawberry.types import ExecutionContext
+from strawberry.schema.config import BatchingConfig, StrawberryConfig
+from strawberry.types import ExecutionContext, ExecutionResult
 
-from datadiver_graph.graphql.errors import PARSE_FAILED, ErrorCodes, error_code
+from datadiver_graph.config import Settings
+from datadiver_graph.graphql.errors import (
+    TIMEOUT,
+    CodedError,
+    ErrorCodes,
+    error_code,
+    request_error_code,
+)
+from datadiver_graph.graphql.limits import limit_extensions
 from datadiver_graph.graphql.mutations import Mutation
 from datadiver_graph.graphql.queries import Query
 from datadiver_graph.graphql.scalars import SCALAR_MAP
@@ -20,6 +30,19 @@ CACHE_SIZE = 1024
 
 
 class Schema(strawberry.Schema):
+    # Set per configuration by _build(); queries and mutations only (subscriptions live on).
+    request_timeout: float = 10.0
+
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                return await super().execute(*args, **kwargs)
+        except TimeoutError:
+            return ExecutionResult(
+                data=None,
+                errors=[CodedError(f"operation exceeded {self.request_timeout:g} s", TIMEOUT)],
+            )
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -29,25 +52,54 @@ class Schema(strawberry.Schema):
         unparsed = execution_context is None or execution_context.graphql_document is None
         for error in errors:
             if unparsed and error_code(error) is None:
-                error.extensions = {**(error.extensions or {}), "code": PARSE_FAILED}
+                code = request_error_code(error, parsed=False)
+                error.extensions = {**(error.extensions or {}), "code": code}
 
 
-@cache
-def build_schema(*, production: bool = False) -> Schema:
-    return Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        config=StrawberryConfig(scalar_map=SCALAR_MAP),
-        extensions=[
-            # Factories: extensions hold per-operation state, so each operation gets its own
-            # instance; the parse/validation LRU caches behind them are shared per process.
-            partial(ParserCache, maxsize=CACHE_SIZE),
-            partial(ValidationCache, maxsize=CACHE_SIZE),
-            partial(ErrorCodes, mask_internal=production),
-        ],
+def build_schema(settings: Settings | None = None) -> Schema:
+    """One schema per distinct configuration: building one costs milliseconds, not per request."""
+    settings = settings or Settings()
+    return _build(
+        production=settings.is_production,
+        limits=(
+            settings.request_timeout,
+            settings.max_query_depth,
+            settings.max_aliases,
+            settings.max_tokens,
+            settings.max_directives_per_field,
+            settings.max_batch_operations,
+        ),
+        settings=settings,
     )
 
 
+_schemas: dict[tuple[bool, tuple[float, ...]], Schema] = {}
+
+
+def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -> Schema:
+    key = (production, limits)
+    if key not in _schemas:
+        _schemas[key] = Schema(
+            query=Query,
+            mutation=Mutation,
+            subscription=Subscription,
+            config=StrawberryConfig(
+                scalar_map=SCALAR_MAP,
+                disable_field_suggestions=production,
+                batching_config=BatchingConfig(max_operations=settings.max_batch_operations),
+            ),
+            extensions=[
+                # Factories: extensions hold per-operation state, so each operation gets its
+                # own instance; the parse/validation LRU caches behind them are per process.
+                *limit_extensions(settings),
+                partial(ParserCache, maxsize=CACHE_SIZE),
+                partial(ValidationCache, maxsize=CACHE_SIZE),
+                partial(ErrorCodes, production=production),
+            ],
+        )
+        _schemas[key].request_timeout = settings.request_timeout
+    return _schemas[key]
+
+
 def schema_sdl() -> str:
-    return build_schema().as_str() + "\n"
+    return build_schema(Settings(DATADIVER_ENV="development")).as_str() + "\n"
