@@ -31,7 +31,12 @@ lint: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/datadiver-graph schema > schema.graphql
 
-bench: $(STAMP)
+# The bench extra (py-spy) only for benchmarks; `make bench BENCH_ARGS=--quick` for a short run.
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

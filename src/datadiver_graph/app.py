@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,13 +16,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from datadiver_graph import db, dev_keys, webhooks
+from datadiver_graph import db, dev_keys, metrics, webhooks
+from datadiver_graph.access_log import AccessLogMiddleware
 from datadiver_graph.auth import TokenVerifier
 from datadiver_graph.config import Settings, load_settings
 from datadiver_graph.dev_jwks_route import jwks_endpoint
 from datadiver_graph.embedded import EmbeddedMongo
 from datadiver_graph.fanout import EventHub
 from datadiver_graph.graphql.http import GraphQLView
+from datadiver_graph.logs import configure_logging
 from datadiver_graph.ratelimit import create_rate_limiter
 from datadiver_graph.store import Store
 
@@ -37,6 +41,7 @@ async def readyz(request: Request) -> JSONResponse:
     store: Store = request.app.state.store
     database_ok = await store.db.ping()
     fanout_ok = await store.events.link_ok()
+    request.app.state.metrics.record_health(database=database_ok, fanout=fanout_ok)
     status = "unavailable" if not database_ok else "ok" if fanout_ok else "degraded"
     body = {"status": status, "database": database_ok, "fanout": fanout_ok}
     return JSONResponse(body, status_code=200 if database_ok else 503)
@@ -55,6 +60,7 @@ def create_app(settings: Settings) -> Starlette:
     preflight(settings)
     graphql = GraphQLView(settings)
     rate_limiter = create_rate_limiter(settings.rate_limit_per_minute, settings.broadcast_url)
+    app_metrics = metrics.Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -65,14 +71,24 @@ def create_app(settings: Settings) -> Starlette:
             uri = embedded.start()
         else:
             log.info("using MongoDB from MONGODB_URI (database %s)", settings.mongodb_db)
-        database = db.connect(uri, settings.mongodb_db)
+        database = db.connect(uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms)
         bus = EventHub(settings.broadcast_url)
+        hub_sync: asyncio.Task[None] | None = None
         try:
             await db.ensure_indexes(database)
             await bus.connect()
             app.state.store = Store(db=database, events=bus)
+            if metrics.multiprocess_mode():
+                # Another worker may answer the scrape: keep this one's fan-out counts current.
+                hub_sync = asyncio.create_task(app_metrics.sync_hub_forever(bus))
             yield
         finally:
+            if hub_sync is not None:
+                hub_sync.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hub_sync
+                app_metrics.sync_hub(bus)
+            metrics.process_exited()
             await verifier.aclose()
             await http_client.aclose()
             if rate_limiter is not None:
@@ -85,13 +101,15 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics.metrics_endpoint),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         *webhooks.ROUTES,
     ]
     if dev_keys.dev_mode(settings):
         routes.append(Route("/.well-known/jwks.json", jwks_endpoint))
-    middleware: list[Middleware] = []
+    # First, so it is outermost: every request gets its id and its log line, CORS included.
+    middleware: list[Middleware] = [Middleware(AccessLogMiddleware, metrics=app_metrics)]
     if settings.cors_allowed_origins:
         # Only origins named in configuration; no wildcard with credentials, ever.
         middleware.append(
@@ -112,9 +130,13 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.rate_limiter = rate_limiter
+    app.state.metrics = app_metrics
     return app
 
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` and multi-worker serve: settings from the environment."""
-    return create_app(load_settings())
+    settings = load_settings()
+    # A worker process is a fresh interpreter: it inherits no logging set-up from `serve`.
+    configure_logging(settings)
+    return create_app(settings)

@@ -10,8 +10,10 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,9 +29,14 @@ from datadiver_graph.domain.errors import DomainError
 from datadiver_graph.domain.tables import TABLES, get_table
 from datadiver_graph.embedded import EmbeddedDatabaseError, EmbeddedMongo
 from datadiver_graph.fanout import EventHub
+from datadiver_graph.logs import configure_logging
 from datadiver_graph.store import Store
 
 log = logging.getLogger("datadiver_graph")
+
+
+# prometheus-client's multi-process directory (see metrics.py).
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class CliError(Exception):
@@ -42,11 +49,25 @@ def _configure_logging(settings: Settings, command: str) -> None:
         # A one-shot command speaks through its result and its one `error:` line; progress
         # chatter (the embedded database starting) would bury that line.
         level = "WARNING"
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings, level=level)  # LOG_FORMAT: json lines or text, on stderr
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """Multi-process metrics: PROMETHEUS_MULTIPROC_DIR emptied of a previous run's files, or,
+    with several workers and the variable unset, a temporary directory (returned, to remove).
+    Done before anything imports prometheus-client: it reads the variable on import."""
+    configured = os.environ.get(METRICS_DIR_ENV)
+    if configured:
+        directory = Path(configured)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):  # prometheus-client's value files
+            stale.unlink(missing_ok=True)
+        return None
+    if workers <= 1:
+        return None
+    created = tempfile.mkdtemp(prefix="datadiver-metrics-")
+    os.environ[METRICS_DIR_ENV] = created
+    return created
 
 
 @asynccontextmanager
@@ -57,7 +78,7 @@ async def _open_store(settings: Settings) -> AsyncIterator[Store]:
     if uri is None:
         embedded = EmbeddedMongo(settings.embedded_data_path)
         uri = await asyncio.to_thread(embedded.start)
-    database = db.connect(uri, settings.mongodb_db)
+    database = db.connect(uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms)
     bus = EventHub(settings.broadcast_url)
     try:
         if not await database.ping():
@@ -84,6 +105,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    metrics_dir = _metrics_dir(args.workers)
+    try:
+        _serve(args, settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from datadiver_graph.app import create_app, preflight
@@ -110,6 +140,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             "ws_per_message_deflate": False,
             "timeout_graceful_shutdown": 10,
             "proxy_headers": True,
+            # Our middleware logs each request (with its id); no second line from uvicorn,
+            # and no logging config of its own: its lines go through ours (LOG_FORMAT).
+            "access_log": False,
+            "log_config": None,
         }
         if args.workers > 1:
             uvicorn.run(

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     mongodb_db: str = Field(
         default="datadiver", min_length=1, validation_alias=AliasChoices("MONGODB_DB")
     )
+    # How long an operation waits for MongoDB before failing with SERVICE_UNAVAILABLE.
+    mongodb_timeout_ms: int = Field(
+        default=2_000, ge=100, le=60_000, validation_alias=AliasChoices("MONGODB_TIMEOUT_MS")
+    )
     data_dir: Path = Field(default=Path(".data"), validation_alias=AliasChoices("DATA_DIR"))
 
     clerk_issuer: CsvList = Field(

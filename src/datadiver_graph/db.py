@@ -23,6 +23,8 @@ TABLES = (USERS, SESSIONS, PAYMENT_ATTEMPTS)
 # Internal collections of the Clerk webhook (not import/export tables).
 WEBHOOK_DELIVERIES = "webhookDeliveries"
 BILLING_EVENTS = "billingEvents"
+# Per payer, the Clerk Billing subscription and items as last reported (domain.billing).
+BILLING_SUBSCRIPTIONS = "billingSubscriptions"
 # Svix retries a failed message for about 27 hours; a week covers that and manual replays.
 WEBHOOK_DELIVERY_RETENTION_S = 7 * 24 * 3600
 
@@ -58,6 +60,10 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("objectId", ASCENDING), ("clerkUpdatedAt", DESCENDING)], name="by_object_updated"
         ),
         IndexModel([("userId", ASCENDING), ("receivedAt", DESCENDING)], name="by_user_received"),
+    ],
+    BILLING_SUBSCRIPTIONS: [
+        IndexModel([("payerKey", ASCENDING)], unique=True, name="by_payer"),
+        IndexModel([("items.id", ASCENDING)], name="by_item_id"),
     ],
 }
 
@@ -102,6 +108,10 @@ def connect(uri: str, db_name: str, *, timeout_ms: int = 5_000) -> Database:
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         appname="datadiver-graph",
+        # Acknowledged means journaled on a majority: a crash right after a mutation or a
+        # webhook's 200 must not lose it (w:1 without j can, on SecantusDB and mongod alike).
+        w="majority",
+        journal=True,
     )
     return Database(client=client, db=client[db_name])
 

@@ -28,6 +28,11 @@ def payments_channel(external_id: str) -> str:
     return f"payments:{external_id}"
 
 
+def billing_channel(external_id: str) -> str:
+    """The user's derived Clerk Billing state (`domain.billing`)."""
+    return f"billing:{external_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """`kind` is e.g. "session.updated"; `record` is the stored document after the change.

@@ -90,12 +90,48 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _rejected(delivery_id: str | None, reason: str, status: int = 400) -> JSONResponse:
-    # Never the body: it carries personal data. The id is attacker-controlled: repr, capped.
-    log.warning("clerk webhook rejected (%s): delivery %r", reason, (delivery_id or "")[:64])
+    # Logged once, by clerk_webhook's summary line (never the body: it has personal data).
     return _error(status, reason)
 
 
+# Outcome label of a refused delivery, by status (200s carry theirs in the body).
+_OUTCOMES = {400: "rejected", 409: "conflict", 413: "too_large", 503: "unavailable"}
+
+
 async def clerk_webhook(request: Request) -> JSONResponse:
+    """Receive one delivery, then log one line and count it, whatever became of it."""
+    seen: dict[str, str] = {}
+    response = await _receive(request, seen)
+    answer = orjson.loads(response.body)
+    status = response.status_code
+    if status == 200:
+        outcome = str(answer.get("status"))
+    elif answer.get("error") == "invalid signature":
+        outcome = "invalid_signature"
+    else:
+        outcome = _OUTCOMES.get(status, f"http_{status}")
+    event_type = seen.get("type")
+    request.app.state.metrics.observe_webhook(event_type, outcome)
+    delivery_id = request.headers.get("svix-id") or request.headers.get("webhook-id") or ""
+    log.log(
+        logging.INFO if status == 200 else logging.ERROR if status >= 500 else logging.WARNING,
+        "clerk webhook %s: %s",
+        event_type or "(unverified)",
+        outcome,
+        extra={
+            "event": "webhook",
+            "event_type": event_type,
+            # Attacker-controlled until verified: capped.
+            "svix_id": delivery_id[:MAX_DELIVERY_ID],
+            "outcome": outcome,
+            "status": status,
+            "reason": answer.get("error"),
+        },
+    )
+    return response
+
+
+async def _receive(request: Request, seen: dict[str, str]) -> JSONResponse:
     settings: Settings = request.app.state.settings
     headers = {name: request.headers[name] for name in SIGNATURE_HEADERS if name in request.headers}
     delivery_id = headers.get("svix-id") or headers.get("webhook-id")
@@ -121,6 +157,8 @@ async def clerk_webhook(request: Request) -> JSONResponse:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
         return _rejected(delivery_id, "body is not valid JSON")
+    if isinstance(payload, dict) and isinstance(payload.get("type"), str):
+        seen["type"] = payload["type"]  # signed by Clerk: trusted, and still capped as a label
     store: Store = request.app.state.store
     try:
         async with asyncio.timeout(PROCESSING_TIMEOUT_S):

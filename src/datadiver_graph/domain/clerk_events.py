@@ -12,7 +12,9 @@ What each type does:
 - `user.deleted`: `users.delete_from_clerk` (sessions and payment attempts are kept).
 - `paymentAttempt.created`, `paymentAttempt.updated`: `payments.upsert_attempt` (never goes
   back from paid/failed to pending, ignores older deliveries).
-- `subscription.*`, `subscriptionItem.*`: `billing_events.record`, stored as received.
+- `subscription.*`, `subscriptionItem.*`: `billing_events.record`, stored as received; then
+  `billing.apply_clerk_event` folds the ones it knows into the payer's current subscription
+  (ignoring older deliveries by Clerk's `updated_at`) and publishes the new state.
 - anything else: acknowledged and ignored.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from datadiver_graph.domain import billing_events, payments, users, webhook_deliveries
+from datadiver_graph.domain import billing, billing_events, payments, users, webhook_deliveries
 from datadiver_graph.domain.errors import InvalidInput
 from datadiver_graph.store import Store
 
@@ -59,6 +61,7 @@ class Outcome(enum.StrEnum):
 class ClerkEvent:
     type: str
     data: Any
+    timestamp: int | None = None  # the envelope's epoch ms: when Clerk emitted the event
 
 
 def parse_event(payload: Any) -> ClerkEvent:
@@ -70,7 +73,9 @@ def parse_event(payload: Any) -> ClerkEvent:
         raise InvalidInput("payload lacks a string `type`")
     if "data" not in payload:
         raise InvalidInput("payload lacks `data`")
-    return ClerkEvent(type=event_type, data=payload["data"])
+    return ClerkEvent(
+        type=event_type, data=payload["data"], timestamp=_timestamp(payload.get("timestamp"))
+    )
 
 
 def is_handled(event_type: str) -> bool:
@@ -236,6 +241,12 @@ async def apply(store: Store, event: ClerkEvent, delivery_id: str) -> Outcome:
         return Outcome.APPLIED if stored_attempt is not None else Outcome.STALE
     if billing_events.is_billing_event(event.type):
         recorded = await billing_events.record(store, billing_event_from(event, delivery_id))
+        # Also when the raw event was stored before: a retry after a failure part way.
+        change = await billing.apply_clerk_event(store, event.type, event.data, event.timestamp)
+        if change is billing.Change.CHANGED:
+            return Outcome.APPLIED
+        if change is billing.Change.UNCHANGED:
+            return Outcome.STALE
         return Outcome.APPLIED if recorded is not None else Outcome.DUPLICATE
     log.info("clerk webhook: ignoring event type %r", event.type[:100])
     return Outcome.IGNORED

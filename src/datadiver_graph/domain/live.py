@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from datadiver_graph import events
-from datadiver_graph.domain import payments, sessions, users
+from datadiver_graph.domain import billing, payments, sessions, users
+from datadiver_graph.domain.billing import BillingSubscription
 from datadiver_graph.domain.payments import PaymentAttempt
 from datadiver_graph.domain.sessions import Session
 from datadiver_graph.domain.users import User
@@ -27,12 +28,13 @@ OnOverflow = Callable[[], None] | None
 
 
 def _user_deleted(event: events.Event, ends_with_user: str | None) -> bool:
-    return (
-        ends_with_user is not None
-        and event.kind == "user.deleted"
-        and event.record is not None
-        and event.record.get("externalId") == ends_with_user
-    )
+    if ends_with_user is None or event.kind != "user.deleted":
+        return False
+    if event.record is None:
+        # Too large for the backend (pg_notify), sent without its record. User events travel
+        # only on their user's own channel, and a view hears only `ends_with_user`'s.
+        return True
+    return event.record.get("externalId") == ends_with_user
 
 
 def _channels(main: tuple[str, ...], ends_with_user: str | None) -> tuple[str, ...]:
@@ -201,3 +203,30 @@ async def watch_latest_payment(
         on_overflow,
     ):
         yield attempt
+
+
+async def watch_billing(
+    store: Store,
+    user_id: str,
+    *,
+    ends_with_user: str | None,
+    on_overflow: OnOverflow = None,
+) -> AsyncIterator[BillingSubscription | None]:
+    """The user's Clerk Billing subscription (derive the status with `billing.derive`)."""
+
+    def apply(
+        current: BillingSubscription | None, record: dict[str, Any]
+    ) -> BillingSubscription | None:
+        if record.get("userId") != user_id or not _newer(current, record):
+            return current
+        return BillingSubscription.from_doc(record)
+
+    async for subscription in _watch(
+        store,
+        (events.billing_channel(user_id),),
+        ends_with_user,
+        lambda: billing.get_for_user(store, user_id),
+        apply,
+        on_overflow,
+    ):
+        yield subscription

@@ -6,6 +6,7 @@ import logging
 import re
 
 from graphql import GraphQLError
+from pymongo.errors import ConnectionFailure
 from strawberry.extensions import MaskErrors
 
 from datadiver_graph.domain.errors import DomainError
@@ -18,6 +19,7 @@ NOT_FOUND = "NOT_FOUND"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 INTERNAL = "INTERNAL"
 TIMEOUT = "TIMEOUT"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 
@@ -100,6 +102,10 @@ class ErrorCodes(MaskErrors):
             return self._with(error, original.message, error_code(original) or INTERNAL)
         if isinstance(original, DomainError):
             return self._with(error, original.message, original.code)
+        if isinstance(original, ConnectionFailure):
+            # Expected during a database outage: the client should retry; no traceback.
+            log.warning("database unavailable: %s", original)
+            return self._with(error, "database unavailable; try again", SERVICE_UNAVAILABLE)
         if original is None:
             parsed = self.execution_context.graphql_document is not None
             message = without_suggestions(error.message) if self.production else error.message

@@ -21,7 +21,7 @@ from strawberry.types.unset import UnsetType
 from datadiver_graph.auth import AuthError, Identity, TokenVerifier, identify
 from datadiver_graph.config import Settings
 from datadiver_graph.graphql.context import Context
-from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES
+from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
 from datadiver_graph.graphql.schema import build_schema
 from datadiver_graph.ratelimit import RateLimiter
 
@@ -74,6 +74,12 @@ def _limit_body(receive: Receive, limit: int) -> Receive:
         return message
 
     return limited
+
+
+def _codes(response: Mapping[str, Any]) -> set[str]:
+    return {
+        (error.get("extensions") or {}).get("code", "") for error in response.get("errors") or []
+    }
 
 
 def _is_request_error(response: Mapping[str, Any]) -> bool:
@@ -251,4 +257,8 @@ class GraphQLView(GraphQL[Context, None]):
             and _is_request_error(response_data)
         ):
             response.status_code = 400
+        elif isinstance(response_data, Mapping) and _codes(response_data) & {SERVICE_UNAVAILABLE}:
+            # Load balancers and clients retry a 503; a 200 carrying an outage would hide it.
+            response.status_code = 503
+            response.headers["retry-after"] = "1"
         return response

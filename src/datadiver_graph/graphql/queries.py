@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
-from datadiver_graph.domain import payments, sessions, users
+from datadiver_graph.domain import billing, payments, sessions, users
+from datadiver_graph.graphql.billing_types import BillingSubscription
 from datadiver_graph.graphql.context import Info
 from datadiver_graph.graphql.errors import unauthenticated
 from datadiver_graph.graphql.permissions import ActsForUser, OwnsSession
@@ -79,3 +80,13 @@ class Query:
         )
         result: Connection[PaymentAttempt] = connection(page, PaymentAttempt.from_record)
         return result
+
+    @strawberry.field(
+        permission_classes=[ActsForUser],
+        description="The user's Clerk Billing subscription with its items; null when none.",
+    )
+    async def get_subscription(
+        self, info: Info, user_id: str | None = None
+    ) -> BillingSubscription | None:
+        found = await billing.get_for_user(info.context.store, info.context.target_user(user_id))
+        return BillingSubscription.from_record(found) if found else None

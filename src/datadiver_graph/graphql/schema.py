@@ -22,6 +22,7 @@ from datadiver_graph.graphql.errors import (
 )
 from datadiver_graph.graphql.limits import limit_extensions
 from datadiver_graph.graphql.mutations import Mutation
+from datadiver_graph.graphql.observe import OperationObserver
 from datadiver_graph.graphql.queries import Query
 from datadiver_graph.graphql.scalars import SCALAR_MAP
 from datadiver_graph.graphql.subscriptions import Subscription
@@ -91,6 +92,8 @@ def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -
             extensions=[
                 # Factories: extensions hold per-operation state, so each operation gets its
                 # own instance; the parse/validation LRU caches behind them are per process.
+                # First: its hooks unwind last, after ErrorCodes has coded each error.
+                OperationObserver,
                 *limit_extensions(settings),
                 partial(ParserCache, maxsize=CACHE_SIZE),
                 partial(ValidationCache, maxsize=CACHE_SIZE),

@@ -12,6 +12,7 @@ from starlette.websockets import WebSocket
 
 from datadiver_graph.domain import live
 from datadiver_graph.fanout import SlowConsumer
+from datadiver_graph.graphql.billing_types import BillingState
 from datadiver_graph.graphql.context import Info
 from datadiver_graph.graphql.permissions import ActsForUser, IsUser, OwnsSession
 from datadiver_graph.graphql.types import PaymentAttempt, Session, User
@@ -105,3 +106,20 @@ class Subscription:
                 on_overflow=_shed_when_slow(info),
             ):
                 yield PaymentAttempt.from_record(attempt) if attempt else None
+
+    @strawberry.subscription(
+        permission_classes=[ActsForUser],
+        description="The user's billing status and plan, then each change (Clerk webhooks).",
+    )
+    async def billing_status(
+        self, info: Info, user_id: str | None = None
+    ) -> AsyncGenerator[BillingState, None]:
+        target = info.context.target_user(user_id)
+        with contextlib.suppress(SlowConsumer):
+            async for found in live.watch_billing(
+                info.context.store,
+                target,
+                ends_with_user=_ends_with(info),
+                on_overflow=_shed_when_slow(info),
+            ):
+                yield BillingState.from_record(target, found)

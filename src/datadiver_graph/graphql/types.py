@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Generic, TypeVar
 
 import strawberry
 
+from datadiver_graph.domain import billing
 from datadiver_graph.domain.pagination import Page
 from datadiver_graph.domain.payments import PaymentAttempt as PaymentRecord
 from datadiver_graph.domain.sessions import Session as SessionRecord
 from datadiver_graph.domain.users import User as UserRecord
+from datadiver_graph.graphql.billing_types import BillingStatus, Plan
+from datadiver_graph.graphql.context import Info
 from datadiver_graph.graphql.scalars import JSON, DateTime
 
 
@@ -24,6 +28,27 @@ class User:
     created_at: DateTime
     updated_at: DateTime
     version: int = strawberry.field(description="Increases by one with every change.")
+    # The user's billing record, read at most once per User object (plan + billingStatus).
+    billing_read: strawberry.Private[asyncio.Future[billing.BillingSubscription | None] | None] = (
+        None
+    )
+
+    def _billing(self, info: Info) -> asyncio.Future[billing.BillingSubscription | None]:
+        if self.billing_read is None:
+            self.billing_read = asyncio.ensure_future(
+                billing.get_for_user(info.context.store, self.external_id)
+            )
+        return self.billing_read
+
+    @strawberry.field(description="The Clerk Billing plan in force now; null when none.")
+    async def plan(self, info: Info) -> Plan | None:
+        _, plan = billing.derive(await self._billing(info))
+        return Plan.from_record(plan) if plan is not None else None
+
+    @strawberry.field(description="Derived from the user's Clerk Billing subscription.")
+    async def billing_status(self, info: Info) -> BillingStatus:
+        status, _ = billing.derive(await self._billing(info))
+        return BillingStatus.of(status)
 
     @classmethod
     def from_record(cls, user: UserRecord) -> User:
