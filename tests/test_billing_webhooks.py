@@ -134,7 +134,7 @@ async def test_every_event_type_is_covered() -> None:
 async def _final_state_in_order(server: Server, database: db.Database, order: list[int]) -> Any:
     for index in order:
         msg_id, payload, _, _ = HISTORY[index]
-        assert await server.post(payload, msg_id) in {"applied", "stale"}
+        assert await server.post(payload, msg_id) == "applied"
     return state_of(await stored(database))
 
 
@@ -155,6 +155,19 @@ async def test_shuffled_deliveries_reach_the_same_state(
     assert [(i["id"], i["status"], i["plan"]["slug"]) for i in shuffled["items"]] == FINAL_ITEMS
 
 
+async def test_concurrent_deliveries_reach_the_same_state(
+    server: Server, database: db.Database
+) -> None:
+    statuses = await asyncio.gather(
+        *(server.post(payload, msg_id) for msg_id, payload, _, _ in HISTORY)
+    )
+    assert set(statuses) == {"applied"}
+    concurrent = state_of(await stored(database))
+    await database.db[db.BILLING_SUBSCRIPTIONS].delete_many({})
+    await database.db[db.WEBHOOK_DELIVERIES].delete_many({})
+    assert concurrent == await _final_state_in_order(server, database, list(range(len(HISTORY))))
+
+
 async def test_an_item_event_before_its_subscription_keeps_the_newer_item(
     server: Server, database: db.Database
 ) -> None:
@@ -172,7 +185,7 @@ async def test_an_item_event_before_its_subscription_keeps_the_newer_item(
     assert [(i["id"], i["status"]) for i in doc["items"]] == [("csubi_pro", "active")]
     # An older subscription update changes nothing at all.
     older = sub_event("subscription.updated", "past_due", at(300), [])
-    assert await server.post(older) == "stale"
+    assert await server.post(older) == "applied"  # the raw event is kept
     assert state_of(await stored(database)) == state_of(doc)
 
 
@@ -183,7 +196,7 @@ async def test_an_older_item_event_never_overwrites_a_newer_one(
     older = item_event("subscriptionItem.pastDue", "csubi_pro", "past_due", "pro", at(800))
     assert await server.post(newer) == "applied"
     before = await stored(database)
-    assert await server.post(older) == "stale"
+    assert await server.post(older) == "applied"  # the raw event is kept
     assert await stored(database) == before
     assert derived(before) == ("CANCELED", "pro")
 
@@ -199,8 +212,8 @@ async def test_repeated_deliveries_change_nothing(server: Server, database: db.D
     async with server.store.events.subscribe(events.billing_channel(USER_ID)) as stream:
         for msg_id, payload, _, _ in HISTORY:  # same svix ids: deduplicated
             assert await server.post(payload, msg_id) == "duplicate"
-        for msg_id, payload, _, _ in HISTORY:  # replayed with new ids: stale by updated_at
-            assert await server.post(payload, f"{msg_id}_replay") == "stale"
+        for msg_id, payload, _, _ in HISTORY:  # replayed with new ids: kept raw, stale state
+            assert await server.post(payload, f"{msg_id}_replay") == "applied"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(stream), 0.3)
     assert await stored(database) == before  # version included

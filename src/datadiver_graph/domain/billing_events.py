@@ -6,8 +6,8 @@ Svix message id, when it arrived, and the few keys a reader needs to find and or
 derived from these later; nothing here interprets them, so no shape Clerk sends can fail.
 
 No event is published: no channel carries raw billing events (ARCHITECTURE.md lists the
-channels), and no subscriber could use one. The code that derives subscription status will
-publish that state.
+channels), and no subscriber could use one. `billing` derives each payer's subscription
+state from the same deliveries and publishes that.
 """
 
 from __future__ import annotations

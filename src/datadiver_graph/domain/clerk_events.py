@@ -241,13 +241,11 @@ async def apply(store: Store, event: ClerkEvent, delivery_id: str) -> Outcome:
         return Outcome.APPLIED if stored_attempt is not None else Outcome.STALE
     if billing_events.is_billing_event(event.type):
         recorded = await billing_events.record(store, billing_event_from(event, delivery_id))
-        # Also when the raw event was stored before: a retry after a failure part way.
+        # Also when the raw event was stored before: a retry after a failure part way. Storing
+        # the raw event is itself "applied", even when the derived state was newer already.
         change = await billing.apply_clerk_event(store, event.type, event.data, event.timestamp)
-        if change is billing.Change.CHANGED:
-            return Outcome.APPLIED
-        if change is billing.Change.UNCHANGED:
-            return Outcome.STALE
-        return Outcome.APPLIED if recorded is not None else Outcome.DUPLICATE
+        applied = recorded is not None or change is billing.Change.CHANGED
+        return Outcome.APPLIED if applied else Outcome.DUPLICATE
     log.info("clerk webhook: ignoring event type %r", event.type[:100])
     return Outcome.IGNORED
 
