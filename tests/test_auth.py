@@ -458,7 +458,9 @@ async def test_outage_keeps_the_cached_keys(
             await server.stop()
         await asyncio.sleep(0.3)  # past the TTL, so the next call tries to refresh
         with caplog.at_level(logging.WARNING, logger="datadiver_graph.jwks"):
-            identity = await v.verify(rsa_key.sign(clerk_claims(server.issuer)))
+            # A token not seen before: a seen one is answered from the verified-token cache.
+            fresh = rsa_key.sign(clerk_claims(server.issuer, jti="after-outage"))
+            identity = await v.verify(fresh)
         assert identity.user_id == "user_123"
         assert "JWKS refresh" in caplog.text and "keeping 2 cached keys" in caplog.text
         # Unknown kids still fail cleanly while the issuer is down.
@@ -791,3 +793,21 @@ def test_dev_tokens_are_refused_when_clerk_is_configured(tmp_path: Path) -> None
     settings = make_settings(DATA_DIR=str(tmp_path), CLERK_ISSUER="https://clerk.example.com")
     with pytest.raises(SettingsError, match="only used when"):
         mint_dev_token(settings, "user_dev")
+
+
+async def test_a_verified_token_is_remembered_until_it_expires(
+    own_server: JwksServer, rsa_key: TestKey
+) -> None:
+    server = own_server
+    v = TokenVerifier({server.issuer: JwksCache(server.jwks_url, ttl_seconds=0.1)}, leeway=0)
+    try:
+        now = int(time.time())
+        token = rsa_key.sign(clerk_claims(server.issuer, iat=now, nbf=now, exp=now + 2))
+        first = await v.verify(token)
+        await server.stop()  # no key source at all from here on
+        await asyncio.sleep(0.2)  # past the key cache's TTL
+        assert await v.verify(token) is first  # answered from the verified-token cache
+        await asyncio.sleep(2.5)  # past exp
+        assert await rejected(v, token) in {"token expired", "signing keys unavailable"}
+    finally:
+        await v.aclose()

@@ -7,6 +7,8 @@ against the issuer's JWKS (or the local development key, see dev_keys.py).
 from __future__ import annotations
 
 import hmac
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 LEEWAY_SECONDS = 5.0
+VERIFIED_CACHE_SIZE = 10_000
 # Clerk session tokens are around 1 KB; anything far larger is garbage or an attack.
 MAX_TOKEN_LENGTH = 16_384
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss"]
@@ -86,6 +89,10 @@ class TokenVerifier:
         self._audience = list(audience)
         self._authorized_parties = frozenset(authorized_parties)
         self._leeway = leeway
+        # token -> (identity, expiry): a browser sends the same session token on every
+        # request for its ~60 s life; verifying it once saves a decode and an RSA check per
+        # request. Only fully verified tokens enter, and each leaves at its `exp`.
+        self._verified: OrderedDict[str, tuple[Identity, float]] = OrderedDict()
 
     @classmethod
     def from_settings(
@@ -125,6 +132,22 @@ class TokenVerifier:
                 await source.aclose()
 
     async def verify(self, token: str) -> Identity:
+        cached = self._verified.get(token)
+        if cached is not None:
+            identity, expires = cached
+            if time.time() < expires:
+                self._verified.move_to_end(token)
+                return identity
+            del self._verified[token]
+        identity = await self._verify(token)
+        exp = identity.claims.get("exp")
+        if isinstance(exp, int | float):
+            self._verified[token] = (identity, float(exp) + self._leeway)
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return identity
+
+    async def _verify(self, token: str) -> Identity:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthError("malformed token")
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
@@ -68,27 +67,34 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Database:
-    client: AsyncMongoClient[Document]
-    db: AsyncDatabase[Document]
+    """The client and the collections, looked up once: pymongo builds a new collection object
+    on every `db[name]`, which showed up in profiles of the hot read path."""
 
-    @property
-    def users(self) -> AsyncCollection[Document]:
-        return self.db[USERS]
+    __slots__ = ("_collections", "client", "db", "payment_attempts", "sessions", "users")
 
-    @property
-    def sessions(self) -> AsyncCollection[Document]:
-        return self.db[SESSIONS]
+    def __init__(self, client: AsyncMongoClient[Document], db: AsyncDatabase[Document]) -> None:
+        self.client = client
+        self.db = db
+        self.users: AsyncCollection[Document] = db[USERS]
+        self.sessions: AsyncCollection[Document] = db[SESSIONS]
+        self.payment_attempts: AsyncCollection[Document] = db[PAYMENT_ATTEMPTS]
+        self._collections: dict[str, AsyncCollection[Document]] = {}
 
-    @property
-    def payment_attempts(self) -> AsyncCollection[Document]:
-        return self.db[PAYMENT_ATTEMPTS]
+    def collection(self, name: str) -> AsyncCollection[Document]:
+        """Any collection by name, cached (internal ones too: deliveries, tombstones...)."""
+        found = self._collections.get(name)
+        if found is None:
+            found = self._collections[name] = self.db[name]
+        return found
+
+    def __repr__(self) -> str:
+        return f"Database({self.db.name!r})"
 
     def table(self, name: str) -> AsyncCollection[Document]:
         if name not in TABLES:
             raise KeyError(name)
-        return self.db[name]
+        return self.collection(name)
 
     async def ping(self) -> bool:
         try:

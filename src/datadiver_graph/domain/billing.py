@@ -319,7 +319,7 @@ def channels(subscription: BillingSubscription) -> tuple[str, ...]:
 
 
 def _collection(store: Store) -> AsyncCollection[db.Document]:
-    return store.db.db[db.BILLING_SUBSCRIPTIONS]
+    return store.db.collection(db.BILLING_SUBSCRIPTIONS)
 
 
 async def get_for_user(store: Store, user_id: str) -> BillingSubscription | None:

@@ -55,7 +55,7 @@ def new_event(**fields: Any) -> BillingEvent:
 
 async def record(store: Store, event: BillingEvent) -> BillingEvent | None:
     """Store one delivery. Returns None when this Svix message was stored before."""
-    collection = store.db.db[db.BILLING_EVENTS]
+    collection = store.db.collection(db.BILLING_EVENTS)
     try:
         result = await collection.update_one(
             {"svixId": event.svix_id}, {"$setOnInsert": event.to_doc()}, upsert=True

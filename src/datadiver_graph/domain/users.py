@@ -105,7 +105,7 @@ async def upsert_from_clerk(store: Store, profile: ClerkProfile) -> User | None:
     the user was deleted in Clerk, or what is stored is already newer (by Clerk's updated_at).
     """
     external_id = check_id(profile.external_id, "userId")
-    tombstones = store.db.db[TOMBSTONES]
+    tombstones = store.db.collection(TOMBSTONES)
     if await tombstones.find_one({"_id": external_id}) is not None:
         return None
     now = now_ms()
@@ -160,7 +160,7 @@ async def delete_from_clerk(store: Store, external_id: str) -> User | None:
     Returns the deleted user, if there was one; the tombstone is written either way.
     """
     check_id(external_id, "userId")
-    await store.db.db[TOMBSTONES].update_one(
+    await store.db.collection(TOMBSTONES).update_one(
         {"_id": external_id}, {"$setOnInsert": {"deletedAt": now_ms()}}, upsert=True
     )
     doc = await store.db.users.find_one_and_delete({"externalId": external_id})

@@ -15,13 +15,13 @@ from datadiver_graph.store import Store
 
 
 async def seen(store: Store, delivery_id: str) -> bool:
-    doc = await store.db.db[db.WEBHOOK_DELIVERIES].find_one({"_id": delivery_id}, {"_id": 1})
+    doc = await store.db.collection(db.WEBHOOK_DELIVERIES).find_one({"_id": delivery_id}, {"_id": 1})
     return doc is not None
 
 
 async def remember(store: Store, delivery_id: str, event_type: str) -> None:
     # An upsert: two concurrent deliveries of the same message both succeed here.
-    await store.db.db[db.WEBHOOK_DELIVERIES].update_one(
+    await store.db.collection(db.WEBHOOK_DELIVERIES).update_one(
         {"_id": delivery_id},
         # A BSON date, not epoch ms: TTL indexes only expire dates.
         {"$setOnInsert": {"type": event_type, "receivedAt": datetime.now(UTC)}},
