@@ -36,6 +36,8 @@ def clean_env(**overrides: str | None) -> dict[str, str]:
             "CACHE_TTL",
             "DATADIVER_ENV",
             "LOG_LEVEL",
+            "LOG_FORMAT",
+            "PROMETHEUS_MULTIPROC_DIR",
         }
     }
     for key, value in overrides.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -45,6 +46,50 @@ async def readyz(request: Request) -> JSONResponse:
     status = "unavailable" if not database_ok else "ok" if fanout_ok else "degraded"
     body = {"status": status, "database": database_ok, "fanout": fanout_ok}
     return JSONResponse(body, status_code=200 if database_ok else 503)
+
+
+def _bench_routes() -> list[BaseRoute]:
+    """Benchmark-only routes (bench/), added when DATADIVER_BENCH_ROUTES=1 and never in
+    production: the bare-Starlette baseline of `getCurrentUser` (same JWT check, same read,
+    same JSON) and the event-loop task count and fan-out stats the soak test samples."""
+    import orjson
+    from starlette.responses import Response
+
+    from datadiver_graph.auth import AuthError
+    from datadiver_graph.domain import users
+    from datadiver_graph.graphql.scalars import from_epoch_ms
+
+    async def current_user(request: Request) -> Response:
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            identity = await request.app.state.verifier.verify(token.strip())
+        except AuthError as exc:
+            return JSONResponse({"errors": [{"message": str(exc)}]}, status_code=401)
+        user = await users.get_by_external_id(request.app.state.store, identity.user_id)
+        found = None
+        if user is not None:
+            found = {
+                "id": user.id,
+                "externalId": user.external_id,
+                "name": user.name,
+                "email": user.email,
+                "imageUrl": user.image_url,
+                "preferences": user.preferences,
+                "createdAt": from_epoch_ms(user.created_at),
+                "updatedAt": from_epoch_ms(user.updated_at),
+                "version": user.version,
+            }
+        body = orjson.dumps({"data": {"getCurrentUser": found}})
+        return Response(body, media_type="application/json")
+
+    async def stats(request: Request) -> JSONResponse:
+        store: Store = request.app.state.store
+        return JSONResponse({"tasks": len(asyncio.all_tasks()), "fanout": store.events.stats()})
+
+    return [
+        Route("/_bench/current-user", current_user, methods=["GET", "POST"]),
+        Route("/_bench/stats", stats),
+    ]
 
 
 def preflight(settings: Settings) -> None:
@@ -108,6 +153,8 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if dev_keys.dev_mode(settings):
         routes.append(Route("/.well-known/jwks.json", jwks_endpoint))
+    if os.environ.get("DATADIVER_BENCH_ROUTES") == "1" and not settings.is_production:
+        routes.extend(_bench_routes())  # benchmarks only; never in production
     # First, so it is outermost: every request gets its id and its log line, CORS included.
     middleware: list[Middleware] = [Middleware(AccessLogMiddleware, metrics=app_metrics)]
     if settings.cors_allowed_origins:

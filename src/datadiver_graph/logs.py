@@ -32,7 +32,9 @@ request_id_var: ContextVar[str | None] = ContextVar("datadiver_request_id", defa
 # process building its app, a test) replaces it instead of doubling every line.
 _OURS = "_datadiver_handler"
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_STANDARD_ATTRS = frozenset(RESERVED_ATTRS) | {"request_id", "message", "asctime", "taskName"}
+# uvicorn adds `color_message` (its message with ANSI colours) to its records: not for us.
+_DROPPED = ("request_id", "taskName", "color_message")
+_STANDARD_ATTRS = frozenset(RESERVED_ATTRS) | {"message", "asctime", *_DROPPED}
 
 
 def valid_request_id(value: str | None) -> str | None:
@@ -70,7 +72,7 @@ class JsonLineFormatter(JsonFormatter):
             timestamp="time",
             # Everything the standard LogRecord carries is noise in a log pipeline; keep the
             # extras only (request_id is added back explicitly in add_fields).
-            reserved_attrs=[*RESERVED_ATTRS, "request_id", "taskName"],
+            reserved_attrs=[*RESERVED_ATTRS, *_DROPPED],
         )
 
     def add_fields(

@@ -115,9 +115,10 @@ async def clerk_webhook(request: Request) -> JSONResponse:
     delivery_id = request.headers.get("svix-id") or request.headers.get("webhook-id") or ""
     log.log(
         logging.INFO if status == 200 else logging.ERROR if status >= 500 else logging.WARNING,
-        "clerk webhook %s: %s",
+        "clerk webhook %s: %s%s",
         event_type or "(unverified)",
         outcome,
+        f" ({answer['error']})" if answer.get("error") else "",
         extra={
             "event": "webhook",
             "event_type": event_type,

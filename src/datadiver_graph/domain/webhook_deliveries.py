@@ -15,7 +15,9 @@ from datadiver_graph.store import Store
 
 
 async def seen(store: Store, delivery_id: str) -> bool:
-    doc = await store.db.collection(db.WEBHOOK_DELIVERIES).find_one({"_id": delivery_id}, {"_id": 1})
+    doc = await store.db.collection(db.WEBHOOK_DELIVERIES).find_one(
+        {"_id": delivery_id}, {"_id": 1}
+    )
     return doc is not None
 
 

@@ -21,7 +21,7 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import StreamExecutionResult
 
-from datadiver_graph.graphql.errors import INTERNAL, error_code
+from datadiver_graph.graphql.errors import INTERNAL, error_code, request_error_code
 from datadiver_graph.metrics import MAX_LABEL_LENGTH, Metrics
 
 log = logging.getLogger("datadiver_graph.graphql.operations")
@@ -107,8 +107,16 @@ class OperationObserver(SchemaExtension):
         except (GeneratorExit, asyncio.CancelledError):
             reason = "cancelled"  # the client unsubscribed or went away
             raise
+        except GraphQLError as error:
+            # Raised out of parsing or validation; strawberry turns it into the response's
+            # error after this hook has unwound, so code it the way the schema will.
+            reason = "error"
+            parsed = self.execution_context.graphql_document is not None
+            self._codes.append(error_code(error) or request_error_code(error, parsed=parsed))
+            raise
         except BaseException:
             reason = "error"
+            self._codes.append(INTERNAL)
             raise
         finally:
             self._finish(started, reason)
