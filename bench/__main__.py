@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only http,subs,webhooks,soak] [--profile] [--soak-seconds S]
+"""python -m bench [--quick] [--only floors,http,subs,webhooks,soak] [--profile] [--soak-seconds S]
 
 Runs the selected benchmarks one after another (each starts and stops its own servers),
 prints the figures, and appends a dated section to bench/RESULTS.md.
@@ -22,10 +22,14 @@ from bench import harness
 from bench.harness import Result, say
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-ALL = ("http", "subs", "webhooks", "soak")
+ALL = ("floors", "http", "subs", "webhooks", "soak")
 
 
 def _runner(name: str):  # type: ignore[no-untyped-def]
+    if name == "floors":
+        from bench import floors
+
+        return floors.run
     if name == "http":
         from bench import http_bench
 
@@ -58,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args(argv)
     if args.only is None:
-        args.selected = list(ALL) if args.quick else ["http", "subs", "webhooks"]
+        args.selected = list(ALL) if args.quick else ["floors", "http", "subs", "webhooks"]
     else:
         args.selected = [part.strip() for part in args.only.split(",") if part.strip()]
         unknown = sorted(set(args.selected) - set(ALL))

@@ -150,7 +150,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
                 "datadiver_graph.app:app_from_env", factory=True, workers=args.workers, **common
             )
         else:
-            uvicorn.run(create_app(settings), **common)
+            uvicorn.run(create_app(settings, tune_gc=True), **common)
     finally:
         if embedded is not None:
             # A second Ctrl-C or SIGTERM must not abandon the database halfway through its stop.

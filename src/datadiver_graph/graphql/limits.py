@@ -6,13 +6,10 @@ Each limit refuses the whole operation before it runs, with its own `extensions.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from graphql import ASTValidationRule, FieldNode, GraphQLError, ValidationRule
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as aliases_validator
 from strawberry.extensions.query_depth_limiter import create_validator as depth_validator
 
@@ -60,12 +57,8 @@ def _directives_rule(limit: int) -> type[ValidationRule]:
     return MaxDirectivesPerField
 
 
-def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
-    """Extension factories for the schema's configuration.
-
-    The rule classes are built once, here: strawberry's limiters build a fresh class per
-    operation, which would make every request miss the validation cache.
-    """
+def validation_rules(settings: Settings) -> list[type[ASTValidationRule]]:
+    """Our rules, on top of the specification's. Built once per configuration."""
     rules: list[type[ASTValidationRule]] = [
         depth_validator(settings.max_query_depth, None, None),
         aliases_validator(settings.max_aliases),
@@ -73,7 +66,4 @@ def limit_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     ]
     if settings.is_production:
         rules.append(NoSchemaIntrospectionCustomRule)
-    return [
-        partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
-        partial(AddValidationRules, rules),
-    ]
+    return rules

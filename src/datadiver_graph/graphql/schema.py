@@ -8,11 +8,11 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import BatchingConfig, StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
 
 from datadiver_graph.config import Settings
+from datadiver_graph.graphql.documents import document_extension
 from datadiver_graph.graphql.errors import (
     TIMEOUT,
     CodedError,
@@ -20,14 +20,11 @@ from datadiver_graph.graphql.errors import (
     error_code,
     request_error_code,
 )
-from datadiver_graph.graphql.limits import limit_extensions
 from datadiver_graph.graphql.mutations import Mutation
 from datadiver_graph.graphql.observe import OperationObserver
 from datadiver_graph.graphql.queries import Query
 from datadiver_graph.graphql.scalars import SCALAR_MAP
 from datadiver_graph.graphql.subscriptions import Subscription
-
-CACHE_SIZE = 1024
 
 
 class Schema(strawberry.Schema):
@@ -94,9 +91,7 @@ def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -
                 # own instance; the parse/validation LRU caches behind them are per process.
                 # First: its hooks unwind last, after ErrorCodes has coded each error.
                 OperationObserver,
-                *limit_extensions(settings),
-                partial(ParserCache, maxsize=CACHE_SIZE),
-                partial(ValidationCache, maxsize=CACHE_SIZE),
+                document_extension(settings, lambda: _schemas[key]._schema),
                 partial(ErrorCodes, production=production),
             ],
         )
