@@ -17,6 +17,8 @@ from datadiver_graph.fanout import EventHub
 from datadiver_graph.store import Store
 from tests.servers import serve_app
 
+pytest_plugins = ["tests.clerk_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMongo]:

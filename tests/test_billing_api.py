@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 
 from datadiver_graph.app import create_app
@@ -18,12 +17,11 @@ from datadiver_graph.config import Settings
 from datadiver_graph.db import Database
 from datadiver_graph.domain import billing
 from tests.billing_support import HISTORY, ORG_ID, at, for_org, item, sub_event
+from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql
-from tests.jwks_server import JwksServer, TestKey, clerk_claims
 from tests.servers import serve_app
-from tests.webhook_support import SECRET, USER_ID, sign, user_event
+from tests.webhook_support import USER_ID, sign, user_event
 
-SERVICE_KEY = "svc-key-0123456789abcdef"
 OTHER_USER = "user_someone_else"
 
 SUBSCRIPTION_FIELDS = """subscriptionId userId organizationId status billingStatus
@@ -34,33 +32,6 @@ GET_SUBSCRIPTION = f"""query($userId: String) {{
   getSubscription(userId: $userId) {{ {SUBSCRIPTION_FIELDS} }}
 }}"""
 CURRENT_USER = "{ getCurrentUser { externalId billingStatus plan { slug name id } } }"
-
-
-@pytest.fixture
-async def clerk() -> AsyncIterator[JwksServer]:
-    server = JwksServer(keys=[TestKey.rsa("key-1")])
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def token_for(clerk: JwksServer) -> Callable[[str], str]:
-    def make(user_id: str) -> str:
-        return clerk.keys[0].sign(clerk_claims(clerk.issuer, sub=user_id))
-
-    return make
-
-
-@pytest.fixture
-def clerk_settings(settings: Settings, clerk: JwksServer) -> Settings:
-    return settings.model_copy(
-        update={
-            "clerk_issuer": [clerk.issuer],
-            "service_api_keys": [SERVICE_KEY],
-            "clerk_webhook_secret": SecretStr(SECRET),
-        }
-    )
 
 
 @pytest.fixture

@@ -13,37 +13,14 @@ from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.db import Database
 from datadiver_graph.domain import payments, users
+from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql
 from tests.jwks_server import JwksServer, TestKey, clerk_claims
 from tests.servers import serve_app
 
-SERVICE_KEY = "svc-key-0123456789abcdef"
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 SESSION_FIELDS = "sessionId userId active metadata createdAt lastActivity endedAt version"
-
-
-@pytest.fixture
-async def clerk() -> AsyncIterator[JwksServer]:
-    server = JwksServer(keys=[TestKey.rsa("key-1")])
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def token_for(clerk: JwksServer) -> Callable[[str], str]:
-    def make(user_id: str) -> str:
-        return clerk.keys[0].sign(clerk_claims(clerk.issuer, sub=user_id))
-
-    return make
-
-
-@pytest.fixture
-def clerk_settings(settings: Settings, clerk: JwksServer) -> Settings:
-    return settings.model_copy(
-        update={"clerk_issuer": [clerk.issuer], "service_api_keys": [SERVICE_KEY]}
-    )
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from pydantic import SecretStr
 from starlette.applications import Starlette
 from svix.webhooks import Webhook
 
@@ -27,13 +26,13 @@ from datadiver_graph.db import Database
 from datadiver_graph.domain import payments, users
 from datadiver_graph.graphql.http import GraphQLView
 from datadiver_graph.store import Store
+from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql
 from tests.jwks_server import JwksServer, TestKey, clerk_claims
 from tests.servers import serve_app
+from tests.webhook_support import SECRET
 from tests.ws_client import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, open_ws
 
-SERVICE_KEY = "svc-key-0123456789abcdef"
-WEBHOOK_SECRET = "whsec_c3Vic2NyaXB0aW9uLXRlc3RzLXdlYmhvb2sta2V5"
 T0 = 1_754_000_000_000
 
 SESSION_FIELDS = "sessionId userId active metadata version"
@@ -65,33 +64,6 @@ protocols = pytest.mark.parametrize("protocol", PROTOCOLS)
 
 
 # --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def clerk() -> AsyncIterator[JwksServer]:
-    server = JwksServer(keys=[TestKey.rsa("key-1")])
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def token_for(clerk: JwksServer) -> Callable[[str], str]:
-    def make(user_id: str) -> str:
-        return clerk.keys[0].sign(clerk_claims(clerk.issuer, sub=user_id))
-
-    return make
-
-
-@pytest.fixture
-def clerk_settings(settings: Settings, clerk: JwksServer) -> Settings:
-    return settings.model_copy(
-        update={
-            "clerk_issuer": [clerk.issuer],
-            "service_api_keys": [SERVICE_KEY],
-            "clerk_webhook_secret": SecretStr(WEBHOOK_SECRET),
-        }
-    )
 
 
 @dataclass
@@ -176,7 +148,7 @@ def signed_webhook(payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
         "content-type": "application/json",
         "svix-id": msg_id,
         "svix-timestamp": str(int(at.timestamp())),
-        "svix-signature": Webhook(WEBHOOK_SECRET).sign(msg_id, at, body.decode()),
+        "svix-signature": Webhook(SECRET).sign(msg_id, at, body.decode()),
     }
 
 
