@@ -54,6 +54,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from datadiver_graph import db, events
+from datadiver_graph.domain.clerk_values import as_int, as_object, as_text, as_timestamp
 from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.errors import Conflict
 from datadiver_graph.domain.ids import check_id
@@ -92,7 +93,6 @@ _STATUS_OF_EVENT = {
     "abandoned": "abandoned",
     "incomplete": "incomplete",
 }
-_MAX_TIMESTAMP = 2**53
 _MAX_TEXT = 256
 
 
@@ -397,32 +397,12 @@ async def apply_item(
 # ---- Clerk payloads ----------------------------------------------------------------------
 
 
-def _object(value: Any) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
-
-
 def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value and len(value) <= _MAX_TEXT else None
-
-
-def _timestamp(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TIMESTAMP:
-        return value
-    return None
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
+    return as_text(value, _MAX_TEXT)
 
 
 def payer_from(data: dict[str, Any]) -> Payer | None:
-    payer = _object(data.get("payer"))
+    payer = as_object(data.get("payer"))
     if payer is None:
         return None
     user_id = _text(payer.get("user_id"))
@@ -434,18 +414,18 @@ def payer_from(data: dict[str, Any]) -> Payer | None:
 
 def plan_from(data: dict[str, Any]) -> Plan | None:
     """The item's `plan` (webhook shape: `amount`; API shape: `fee.amount`)."""
-    plan = _object(data.get("plan"))
+    plan = as_object(data.get("plan"))
     if plan is None:
         plan_id = _text(data.get("plan_id"))
         return Plan(id=plan_id, period=_text(data.get("plan_period"))) if plan_id else None
-    fee = _object(plan.get("fee")) or {}
-    amount = _int(plan.get("amount"))
+    fee = as_object(plan.get("fee")) or {}
+    amount = as_int(plan.get("amount"))
     is_default = plan.get("is_default")
     return Plan(
         id=_text(plan.get("id")) or _text(data.get("plan_id")),
         name=_text(plan.get("name")),
         slug=_text(plan.get("slug")),
-        amount=amount if amount is not None else _int(fee.get("amount")),
+        amount=amount if amount is not None else as_int(fee.get("amount")),
         currency=_text(plan.get("currency")) or _text(fee.get("currency")),
         period=_text(data.get("plan_period")) or _text(plan.get("period")),
         is_default=is_default if isinstance(is_default, bool) else None,
@@ -461,16 +441,16 @@ def item_from(
     status = _text(data.get("status"))
     if status is None and event_type is not None:
         status = _STATUS_OF_EVENT.get(event_type.partition(".")[2])
-    updated_at = _timestamp(data.get("updated_at"))
+    updated_at = as_timestamp(data.get("updated_at"))
     return Item(
         id=item_id,
         status=status,
         plan=plan_from(data),
         plan_period=_text(data.get("plan_period")),
-        period_start=_timestamp(data.get("period_start")),
-        period_end=_timestamp(data.get("period_end")),
-        canceled_at=_timestamp(data.get("canceled_at")),
-        past_due_at=_timestamp(data.get("past_due_at")),
+        period_start=as_timestamp(data.get("period_start")),
+        period_end=as_timestamp(data.get("period_end")),
+        canceled_at=as_timestamp(data.get("canceled_at")),
+        past_due_at=as_timestamp(data.get("past_due_at")),
         updated_at=updated_at if updated_at is not None else fallback_at,
     )
 
@@ -482,7 +462,7 @@ def subscription_from(
     if payer is None:
         return None
     status = _text(data.get("status")) or _STATUS_OF_EVENT.get(event_type.partition(".")[2])
-    updated_at = _timestamp(data.get("updated_at"))
+    updated_at = as_timestamp(data.get("updated_at"))
     if updated_at is None:
         updated_at = event_timestamp
     listed = data.get("items")
@@ -513,7 +493,7 @@ async def apply_clerk_event(
     Shapes this cannot place (no payer and no known item, no id, not an object) are
     NOT_APPLICABLE: the raw event is still kept by `billing_events`.
     """
-    body = _object(data)
+    body = as_object(data)
     if body is None or not is_projected(event_type):
         return Change.NOT_APPLICABLE
     if event_type in SUBSCRIPTION_EVENTS:

@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datadiver_graph.domain import billing, billing_events, payments, users, webhook_deliveries
+from datadiver_graph.domain.clerk_values import as_int, as_object, as_text, as_timestamp
 from datadiver_graph.domain.errors import InvalidInput
 from datadiver_graph.store import Store
 
@@ -38,7 +39,6 @@ USER_UPSERTS = frozenset({"user.created", "user.updated"})
 USER_DELETED = "user.deleted"
 PAYMENT_ATTEMPTS = frozenset({"paymentAttempt.created", "paymentAttempt.updated"})
 
-_MAX_TIMESTAMP = 2**53
 _MAX_EMAIL = 320
 _MAX_IMAGE_URL = 2048
 # Clerk identifiers of a payment attempt that are not among its modelled fields.
@@ -74,7 +74,7 @@ def parse_event(payload: Any) -> ClerkEvent:
     if "data" not in payload:
         raise InvalidInput("payload lacks `data`")
     return ClerkEvent(
-        type=event_type, data=payload["data"], timestamp=_timestamp(payload.get("timestamp"))
+        type=event_type, data=payload["data"], timestamp=as_timestamp(payload.get("timestamp"))
     )
 
 
@@ -87,23 +87,8 @@ def is_handled(event_type: str) -> bool:
     )
 
 
-def _object(value: Any) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
-
-
-def _string(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _timestamp(value: Any) -> int | None:
-    """Clerk's epoch milliseconds; anything else counts as absent."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TIMESTAMP:
-        return value
-    return None
-
-
 def _data_object(event: ClerkEvent) -> dict[str, Any]:
-    data = _object(event.data)
+    data = as_object(event.data)
     if data is None:
         raise InvalidInput(f"{event.type}: `data` must be a JSON object")
     return data
@@ -123,41 +108,31 @@ def _full_name(first: Any, last: Any) -> str | None:
 
 def _primary_email(data: dict[str, Any]) -> str | None:
     """The address whose `id` is `primary_email_address_id`: not simply the first one."""
-    primary = _string(data.get("primary_email_address_id"))
+    primary = as_text(data.get("primary_email_address_id"))
     addresses = data.get("email_addresses")
     if primary is None or not isinstance(addresses, list):
         return None
     for entry in addresses:
         if isinstance(entry, dict) and entry.get("id") == primary:
-            email = _string(entry.get("email_address"))
+            email = as_text(entry.get("email_address"))
             return email if email is not None and len(email) <= _MAX_EMAIL else None
     return None
 
 
 def profile_from_user(data: dict[str, Any]) -> users.ClerkProfile:
     """A Clerk `UserJSON` reduced to what `users` keeps."""
-    external_id = _string(data.get("id"))
+    external_id = as_text(data.get("id"))
     if external_id is None:
         raise InvalidInput("user event: `data.id` must be a non-empty string")
-    image_url = _string(data.get("image_url"))
+    image_url = as_text(data.get("image_url"))
     return users.ClerkProfile(
         external_id=external_id,
         name=_full_name(data.get("first_name"), data.get("last_name")),
         email=_primary_email(data),
         image_url=image_url if image_url is not None and len(image_url) <= _MAX_IMAGE_URL else None,
-        created_at=_timestamp(data.get("created_at")),
-        updated_at=_timestamp(data.get("updated_at")),
+        created_at=as_timestamp(data.get("created_at")),
+        updated_at=as_timestamp(data.get("updated_at")),
     )
-
-
-def _amount(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 def attempt_from_payment(data: dict[str, Any]) -> payments.PaymentAttempt:
@@ -168,37 +143,37 @@ def attempt_from_payment(data: dict[str, Any]) -> payments.PaymentAttempt:
     Clerk's own fields are kept as sent; the attempt's `id`, `statement_id`,
     `gateway_external_id` and `instance_id` go into `metadata`.
     """
-    payment_id = _string(data.get("payment_id")) or _string(data.get("id"))
+    payment_id = as_text(data.get("payment_id")) or as_text(data.get("id"))
     if payment_id is None:
         raise InvalidInput("paymentAttempt event: `data` has neither `payment_id` nor `id`")
-    status = _string(data.get("status"))
+    status = as_text(data.get("status"))
     if status is None:
         raise InvalidInput("paymentAttempt event: `data.status` must be a non-empty string")
-    payer = _object(data.get("payer"))
-    totals = _object(data.get("totals"))
-    grand_total = _object(totals.get("grand_total")) if totals else None
+    payer = as_object(data.get("payer"))
+    totals = as_object(data.get("totals"))
+    grand_total = as_object(totals.get("grand_total")) if totals else None
     items = data.get("subscription_items")
     fields: dict[str, Any] = {
         "payment_id": payment_id,
-        "user_id": _string(payer.get("user_id")) if payer else None,
+        "user_id": as_text(payer.get("user_id")) if payer else None,
         "status": status,
-        "amount": _amount(grand_total.get("amount")) if grand_total else None,
-        "currency": _string(grand_total.get("currency")) if grand_total else None,
+        "amount": as_int(grand_total.get("amount")) if grand_total else None,
+        "currency": as_text(grand_total.get("currency")) if grand_total else None,
         "metadata": {
-            name: data[key] for key, name in _ATTEMPT_METADATA.items() if _string(data.get(key))
+            name: data[key] for key, name in _ATTEMPT_METADATA.items() if as_text(data.get(key))
         },
         "payer": payer,
         "totals": totals,
         "subscription_items": items if isinstance(items, list) else None,
-        "payment_source": _object(data.get("payment_source")),
-        "paid_at": _timestamp(data.get("paid_at")),
-        "failed_at": _timestamp(data.get("failed_at")),
+        "payment_source": as_object(data.get("payment_source")),
+        "paid_at": as_timestamp(data.get("paid_at")),
+        "failed_at": as_timestamp(data.get("failed_at")),
         "failed_reason": data.get("failed_reason"),
-        "charge_type": _string(data.get("charge_type")),
-        "billing_date": _timestamp(data.get("billing_date")),
-        "updated_at": _timestamp(data.get("updated_at")),
+        "charge_type": as_text(data.get("charge_type")),
+        "billing_date": as_timestamp(data.get("billing_date")),
+        "updated_at": as_timestamp(data.get("updated_at")),
     }
-    created_at = _timestamp(data.get("created_at"))
+    created_at = as_timestamp(data.get("created_at"))
     if created_at is not None:
         fields["created_at"] = created_at
     try:
@@ -211,15 +186,15 @@ def attempt_from_payment(data: dict[str, Any]) -> payments.PaymentAttempt:
 
 def billing_event_from(event: ClerkEvent, delivery_id: str) -> billing_events.BillingEvent:
     """Any `subscription.*` / `subscriptionItem.*` payload, whatever its shape."""
-    data = _object(event.data) or {}
-    payer = _object(data.get("payer"))
+    data = as_object(event.data) or {}
+    payer = as_object(data.get("payer"))
     return billing_events.new_event(
         type=event.type,
         data=event.data,
         svix_id=delivery_id,
-        clerk_updated_at=_timestamp(data.get("updated_at")),
-        object_id=_string(data.get("id")),
-        user_id=_string(payer.get("user_id")) if payer else None,
+        clerk_updated_at=as_timestamp(data.get("updated_at")),
+        object_id=as_text(data.get("id")),
+        user_id=as_text(payer.get("user_id")) if payer else None,
     )
 
 
@@ -230,7 +205,7 @@ async def apply(store: Store, event: ClerkEvent, delivery_id: str) -> Outcome:
         stored = await users.upsert_from_clerk(store, profile)
         return Outcome.APPLIED if stored is not None else Outcome.STALE
     if event.type == USER_DELETED:
-        external_id = _string(_data_object(event).get("id"))
+        external_id = as_text(_data_object(event).get("id"))
         if external_id is None:
             raise InvalidInput("user.deleted: `data.id` must be a non-empty string")
         await users.delete_from_clerk(store, external_id)  # the tombstone is written always

@@ -11,11 +11,11 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pymongo.asynchronous.collection import AsyncCollection
 
+from datadiver_graph.domain.clock import MAX_TIMESTAMP
 from datadiver_graph.domain.errors import InvalidInput
 
 T = TypeVar("T")
 
-_MAX_TIMESTAMP = 2**53  # records.Timestamp's bound
 _MAX_KEY_LENGTH = 128
 
 
@@ -45,7 +45,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     if (
         not isinstance(timestamp, int)
         or isinstance(timestamp, bool)
-        or not 0 <= timestamp <= _MAX_TIMESTAMP
+        or not 0 <= timestamp <= MAX_TIMESTAMP
         or not isinstance(key, str)
         or not 0 < len(key) <= _MAX_KEY_LENGTH
     ):

@@ -8,6 +8,7 @@ from bson import ObjectId
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from datadiver_graph.domain.clock import MAX_TIMESTAMP
 from datadiver_graph.domain.errors import InvalidInput
 from datadiver_graph.domain.json_values import check_json_object
 
@@ -24,7 +25,7 @@ def _json_object_validator(what: str) -> AfterValidator:
 
 Metadata = Annotated[dict[str, Any], _json_object_validator("metadata")]
 Preferences = Annotated[dict[str, Any], _json_object_validator("preferences")]
-Timestamp = Annotated[int, Field(ge=0, le=2**53)]
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP)]
 
 
 def new_id() -> str:
