@@ -239,6 +239,8 @@ async def _soak(stack: Stack, tokens: dict[str, str], warmup: float, seconds: fl
     while time.monotonic() - began < seconds:
         await asyncio.sleep(min(SAMPLE_EVERY, max(0.0, seconds - (time.monotonic() - began))))
         samples.append(await asyncio.to_thread(soak.sample))
+        if len(samples) % max(1, int(60 / SAMPLE_EVERY)) == 0:
+            say(f"  {time.monotonic() - began:5.0f} s: rss {samples[-1]['rss'] / 1024:.1f} MiB")
     passive = ("failures", "live updates received")
     operations = sum(n for what, n in soak.counts.items() if what not in passive)
     end = await soak.quiet_sample()

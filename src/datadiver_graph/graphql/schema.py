@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from graphql import GraphQLError
@@ -20,6 +20,7 @@ from datadiver_graph.graphql.errors import (
     error_code,
     request_error_code,
 )
+from datadiver_graph.graphql.executor import PerEventExecutionContext
 from datadiver_graph.graphql.mutations import Mutation
 from datadiver_graph.graphql.observe import OperationObserver
 from datadiver_graph.graphql.queries import Query
@@ -81,6 +82,7 @@ def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
+            execution_context_class=cast(Any, PerEventExecutionContext),
             config=StrawberryConfig(
                 scalar_map=SCALAR_MAP,
                 disable_field_suggestions=production,
