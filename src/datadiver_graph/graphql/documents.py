@@ -59,8 +59,13 @@ class PreparedDocuments(SchemaExtension):
         yield
 
 
-def document_extension(
+def document_preparer(
     settings: Settings, schema: Callable[[], GraphQLSchema]
-) -> Callable[[], SchemaExtension]:
+) -> Callable[[str], Prepared]:
+    """Parse (within the token limit) and validate (with our limits) a query text, cached."""
     rules = (*specified_rules, *validation_rules(settings))
-    return partial(PreparedDocuments, prepare=make_preparer(schema, rules, settings.max_tokens))
+    return make_preparer(schema, rules, settings.max_tokens)
+
+
+def document_extension(prepare: Callable[[str], Prepared]) -> Callable[[], SchemaExtension]:
+    return partial(PreparedDocuments, prepare=prepare)

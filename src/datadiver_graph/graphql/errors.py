@@ -80,50 +80,58 @@ def request_error_code(error: GraphQLError, *, parsed: bool) -> str:
     return VALIDATION_FAILED if error.path is None else BAD_USER_INPUT
 
 
-class ErrorCodes(MaskErrors):
-    """Gives each error a code; hides unexpected errors' text when `mask_internal` is set.
+def coded(error: GraphQLError, *, parsed: bool, production: bool) -> GraphQLError:
+    """The error as the client sees it: with a code, and an unexpected error's text hidden
+    in production.
 
     Domain errors carry their own code; errors graphql-core raises itself (syntax,
     validation, variable coercion) have no original error; anything else is a bug.
     """
+    if error_code(error) is not None:
+        return error
+    original = error.original_error
+    if isinstance(original, GraphQLError):
+        code = error_code(original)
+        if code is not None:
+            return _with(error, original.message, code)
+        # graphql-core's own, raised while coercing the client's variables: bad input.
+        message = without_suggestions(error.message) if production else error.message
+        return _with(error, message, BAD_USER_INPUT)
+    if isinstance(original, DomainError):
+        return _with(error, original.message, original.code)
+    if isinstance(original, ConnectionFailure):
+        # Expected during a database outage: the client should retry; no traceback.
+        log.warning("database unavailable: %s", original)
+        return _with(error, "database unavailable; try again", SERVICE_UNAVAILABLE)
+    if original is None:
+        message = without_suggestions(error.message) if production else error.message
+        return _with(error, message, request_error_code(error, parsed=parsed))
+    log.error("unexpected error in GraphQL execution", exc_info=original)
+    message = "Internal server error" if production else str(original)
+    return _with(error, message, INTERNAL, keep_original=not production)
+
+
+def _with(
+    error: GraphQLError, message: str, code: str, *, keep_original: bool = False
+) -> GraphQLError:
+    return GraphQLError(
+        message=message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error if keep_original else None,
+        extensions={**(error.extensions or {}), "code": code},
+    )
+
+
+class ErrorCodes(MaskErrors):
+    """Gives each error of an operation its code (see `coded`)."""
 
     def __init__(self, *, production: bool) -> None:
         super().__init__()
         self.production = production
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return [self._coded(error) for error in errors]
-
-    def _coded(self, error: GraphQLError) -> GraphQLError:
-        if error_code(error) is not None:
-            return error
-        original = error.original_error
-        if isinstance(original, GraphQLError) and error_code(original) is not None:
-            return self._with(error, original.message, error_code(original) or INTERNAL)
-        if isinstance(original, DomainError):
-            return self._with(error, original.message, original.code)
-        if isinstance(original, ConnectionFailure):
-            # Expected during a database outage: the client should retry; no traceback.
-            log.warning("database unavailable: %s", original)
-            return self._with(error, "database unavailable; try again", SERVICE_UNAVAILABLE)
-        if original is None:
-            parsed = self.execution_context.graphql_document is not None
-            message = without_suggestions(error.message) if self.production else error.message
-            return self._with(error, message, request_error_code(error, parsed=parsed))
-        log.error("unexpected error in GraphQL execution", exc_info=original)
-        message = "Internal server error" if self.production else str(original)
-        return self._with(error, message, INTERNAL, keep_original=not self.production)
-
-    @staticmethod
-    def _with(
-        error: GraphQLError, message: str, code: str, *, keep_original: bool = False
-    ) -> GraphQLError:
-        return GraphQLError(
-            message=message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            original_error=error.original_error if keep_original else None,
-            extensions={**(error.extensions or {}), "code": code},
-        )
+        parsed = self.execution_context.graphql_document is not None
+        return [coded(error, parsed=parsed, production=self.production) for error in errors]

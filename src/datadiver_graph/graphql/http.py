@@ -14,18 +14,20 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types.unset import UnsetType
 
 from datadiver_graph.auth import AuthError, Identity, TokenVerifier, identify
 from datadiver_graph.config import Settings
 from datadiver_graph.graphql.context import Context
+from datadiver_graph.graphql.direct import execute_prepared, prepare_operation
 from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
 from datadiver_graph.graphql.schema import build_schema
 from datadiver_graph.ratelimit import RateLimiter
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON_CONTENT_TYPES = ("application/json", GRAPHQL_RESPONSE_JSON)
 
 # Codes for the refusals that happen before GraphQL runs (strawberry answers them as text).
 HTTP_ERROR_CODES = {
@@ -92,10 +94,25 @@ def _is_request_error(response: Mapping[str, Any]) -> bool:
     )
 
 
+def _media_type(request: Request | WebSocket) -> str:
+    accept = request.headers.get("accept", "")
+    return GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
+
+
+def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:
+    if media_type == GRAPHQL_RESPONSE_JSON and _is_request_error(response):
+        return 400, {}
+    if _codes(response) & {SERVICE_UNAVAILABLE}:
+        # Load balancers and clients retry a 503; a 200 carrying an outage would hide it.
+        return 503, {"retry-after": "1"}
+    return 200, {}
+
+
 class GraphQLView(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
+        schema = build_schema(settings)
         super().__init__(
-            build_schema(settings),
+            schema,
             graphql_ide=None if settings.is_production else "graphiql",
             allow_queries_via_get=True,
             keep_alive=True,
@@ -104,6 +121,7 @@ class GraphQLView(GraphQL[Context, None]):
             max_subscriptions_per_connection=50,
         )
         self.settings = settings
+        self.graphql_schema = schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -120,10 +138,47 @@ class GraphQLView(GraphQL[Context, None]):
                 raise CodedHTTPException(
                     413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
                 )
-            response = await self.run(request)
+            response = await self._run_direct(request) if request.method == "POST" else None
+            if response is None:
+                response = await self.run(request)
         except HTTPException as exc:
             response = _error_response(exc)
         await response(scope, receive, send)
+
+    async def _run_direct(self, request: Request) -> Response | None:
+        """One known-valid query or mutation, on graphql/direct.py's path; None when it is
+        anything else (strawberry then answers it, errors included, as it always has)."""
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type not in JSON_CONTENT_TYPES:
+            return None
+        body = await request.body()  # kept by the request for strawberry, should it answer
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(data, dict) or data.get("extensions"):
+            return None
+        query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+        if not (
+            isinstance(query, str)
+            and (variables is None or isinstance(variables, dict))
+            and (name is None or isinstance(name, str))
+        ):
+            return None
+        limit = self.settings.max_variables_bytes
+        if variables and len(body) > limit and len(orjson.dumps(variables)) > limit:
+            return None
+        prepared = prepare_operation(self.graphql_schema, query, name)
+        if prepared is None:
+            return None
+        context = await self._http_context(request, response=None)
+        result = await execute_prepared(self.graphql_schema, prepared, variables, context)
+        media_type = _media_type(request)
+        payload = process_result(result)
+        status, headers = _status(payload, media_type)
+        return Response(
+            self.encode_json(payload), status_code=status, media_type=media_type, headers=headers
+        )
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -131,7 +186,7 @@ class GraphQLView(GraphQL[Context, None]):
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
             # Only JSON: a form or text/plain POST is a "simple" cross-site request (CSRF).
-            if content_type not in ("application/json", GRAPHQL_RESPONSE_JSON):
+            if content_type not in JSON_CONTENT_TYPES:
                 raise CodedHTTPException(
                     415,
                     "POST /graphql needs Content-Type: application/json",
@@ -175,6 +230,9 @@ class GraphQLView(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
+        return await self._http_context(request, response)
+
+    async def _http_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.app.state
         context = Context(
             store=state.store,
@@ -237,10 +295,7 @@ class GraphQLView(GraphQL[Context, None]):
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
         # create_response() is not given the request; carry the negotiated media type.
-        accept = request.headers.get("accept", "")
-        sub_response.media_type = (
-            GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
-        )
+        sub_response.media_type = _media_type(request)
         return sub_response
 
     def create_response(
@@ -251,14 +306,9 @@ class GraphQLView(GraphQL[Context, None]):
         response = super().create_response(response_data, sub_response)
         media_type = sub_response.media_type or "application/json"
         response.headers["content-type"] = media_type
-        if (
-            media_type == GRAPHQL_RESPONSE_JSON
-            and isinstance(response_data, Mapping)
-            and _is_request_error(response_data)
-        ):
-            response.status_code = 400
-        elif isinstance(response_data, Mapping) and _codes(response_data) & {SERVICE_UNAVAILABLE}:
-            # Load balancers and clients retry a 503; a 200 carrying an outage would hide it.
-            response.status_code = 503
-            response.headers["retry-after"] = "1"
+        if isinstance(response_data, Mapping):
+            status, headers = _status(response_data, media_type)
+            if status != 200:
+                response.status_code = status
+                response.headers.update(headers)
         return response

@@ -29,7 +29,7 @@ log = logging.getLogger("datadiver_graph.graphql.operations")
 MAX_LOGGED_NAME = 128
 
 
-def _metrics_of(context: Any) -> Metrics | None:
+def metrics_of(context: Any) -> Metrics | None:
     request = getattr(context, "request", None)
     app = getattr(request, "app", None) if request is not None else None
     state = getattr(app, "state", None)
@@ -37,7 +37,19 @@ def _metrics_of(context: Any) -> Metrics | None:
     return metrics if isinstance(metrics, Metrics) else None
 
 
-def _codes(errors: list[GraphQLError] | None) -> list[str]:
+def caller_fields(context: Any) -> dict[str, Any]:
+    identity = getattr(context, "identity", None)
+    fields: dict[str, Any] = {
+        "user_id": getattr(identity, "user_id", None),
+        "service": bool(getattr(identity, "is_service", False)),
+    }
+    auth_error = getattr(context, "auth_error", None)
+    if auth_error:
+        fields["auth_error"] = auth_error  # why a token was refused, never the token
+    return fields
+
+
+def error_codes(errors: list[GraphQLError] | None) -> list[str]:
     return [error_code(error) or INTERNAL for error in errors or ()]
 
 
@@ -62,16 +74,7 @@ class OperationObserver(SchemaExtension):
             return "unknown"
 
     def _caller(self) -> dict[str, Any]:
-        context = self.execution_context.context
-        identity = getattr(context, "identity", None)
-        fields: dict[str, Any] = {
-            "user_id": getattr(identity, "user_id", None),
-            "service": bool(getattr(identity, "is_service", False)),
-        }
-        auth_error = getattr(context, "auth_error", None)
-        if auth_error:
-            fields["auth_error"] = auth_error  # why a token was refused, never the token
-        return fields
+        return caller_fields(self.execution_context.context)
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -80,7 +83,7 @@ class OperationObserver(SchemaExtension):
         # For a subscription, execution is its start: the source stream now exists.
         if self._type() == "subscription" and self._subscription_started is None:
             self._subscription_started = time.perf_counter()
-            metrics = _metrics_of(self.execution_context.context)
+            metrics = metrics_of(self.execution_context.context)
             if metrics is not None:
                 metrics.active_subscriptions.inc()
             log.info(
@@ -97,7 +100,7 @@ class OperationObserver(SchemaExtension):
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
         yield
         # After the hooks that follow ours (ErrorCodes) have coded the errors.
-        self._codes.extend(_codes(getattr(result, "errors", None)))
+        self._codes.extend(error_codes(getattr(result, "errors", None)))
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
@@ -127,37 +130,59 @@ class OperationObserver(SchemaExtension):
         result = context.result
         if not self._codes:
             errors = getattr(result, "errors", None) or context.pre_execution_errors
-            self._codes = _codes(errors)
-        codes = sorted(set(self._codes))
-        kind = self._type()
-        name = self._name()
-        metrics = _metrics_of(context.context)
+            self._codes = error_codes(errors)
+        metrics = metrics_of(context.context)
         subscription = self._subscription_started is not None
-        if metrics is not None:
-            label = metrics.operation_name(name[: MAX_LABEL_LENGTH + 1] if name else None)
-            metrics.observe_operation(label, kind, self._codes, None if subscription else elapsed)
-            if subscription:
-                metrics.active_subscriptions.dec()
-        fields: dict[str, Any] = {
-            "operation": name,
-            "operation_type": kind,
-            **self._caller(),
-            "duration_ms": round(elapsed * 1000, 2),
-            "outcome": "error" if codes else "ok",
-            "error_codes": codes,
-        }
-        if subscription:
-            log.info(
-                "subscription %s ended (%s)",
-                name or "(anonymous)",
-                reason,
-                extra={"event": "subscription_end", **fields, "reason": reason},
-            )
-        else:
-            log.info(
-                "%s %s %s",
-                kind,
-                name or "(anonymous)",
-                fields["outcome"],
-                extra={"event": "graphql_operation", **fields},
-            )
+        if subscription and metrics is not None:
+            metrics.active_subscriptions.dec()
+        record_operation(
+            metrics,
+            name=self._name(),
+            kind=self._type(),
+            caller=self._caller(),
+            codes=self._codes,
+            elapsed=elapsed,
+            subscription_end=reason if subscription else None,
+        )
+
+
+def record_operation(
+    metrics: Metrics | None,
+    *,
+    name: str | None,
+    kind: str,
+    caller: dict[str, Any],
+    codes: list[str],
+    elapsed: float,
+    subscription_end: str | None = None,
+) -> None:
+    """Count a finished operation and log its one line (a subscription's: why it ended)."""
+    name = name[:MAX_LOGGED_NAME] if name else None
+    distinct = sorted(set(codes))
+    if metrics is not None:
+        label = metrics.operation_name(name[: MAX_LABEL_LENGTH + 1] if name else None)
+        seconds = None if subscription_end is not None else elapsed
+        metrics.observe_operation(label, kind, codes, seconds)
+    fields: dict[str, Any] = {
+        "operation": name,
+        "operation_type": kind,
+        **caller,
+        "duration_ms": round(elapsed * 1000, 2),
+        "outcome": "error" if distinct else "ok",
+        "error_codes": distinct,
+    }
+    if subscription_end is not None:
+        log.info(
+            "subscription %s ended (%s)",
+            name or "(anonymous)",
+            subscription_end,
+            extra={"event": "subscription_end", **fields, "reason": subscription_end},
+        )
+    else:
+        log.info(
+            "%s %s %s",
+            kind,
+            name or "(anonymous)",
+            fields["outcome"],
+            extra={"event": "graphql_operation", **fields},
+        )

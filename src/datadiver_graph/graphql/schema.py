@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from functools import partial
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ from strawberry.schema.config import BatchingConfig, StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
 
 from datadiver_graph.config import Settings
-from datadiver_graph.graphql.documents import document_extension
+from datadiver_graph.graphql.documents import Prepared, document_extension, document_preparer
 from datadiver_graph.graphql.errors import (
     TIMEOUT,
     CodedError,
@@ -20,7 +21,7 @@ from datadiver_graph.graphql.errors import (
     error_code,
     request_error_code,
 )
-from datadiver_graph.graphql.executor import PerEventExecutionContext
+from datadiver_graph.graphql.leaf_fields import LeafFieldsExecutionContext
 from datadiver_graph.graphql.mutations import Mutation
 from datadiver_graph.graphql.observe import OperationObserver
 from datadiver_graph.graphql.queries import Query
@@ -31,6 +32,10 @@ from datadiver_graph.graphql.subscriptions import Subscription
 class Schema(strawberry.Schema):
     # Set per configuration by _build(); queries and mutations only (subscriptions live on).
     request_timeout: float = 10.0
+    production: bool = False
+    # The cached parse + validate of a query text, shared by strawberry's path (through
+    # the PreparedDocuments extension) and the direct one (graphql/direct.py).
+    prepare: Callable[[str], Prepared]
 
     async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         try:
@@ -78,11 +83,12 @@ _schemas: dict[tuple[bool, tuple[float, ...]], Schema] = {}
 def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -> Schema:
     key = (production, limits)
     if key not in _schemas:
+        prepare = document_preparer(settings, lambda: _schemas[key]._schema)
         _schemas[key] = Schema(
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
-            execution_context_class=cast(Any, PerEventExecutionContext),
+            execution_context_class=cast(Any, LeafFieldsExecutionContext),
             config=StrawberryConfig(
                 scalar_map=SCALAR_MAP,
                 disable_field_suggestions=production,
@@ -93,11 +99,13 @@ def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -
                 # own instance; the parse/validation LRU caches behind them are per process.
                 # First: its hooks unwind last, after ErrorCodes has coded each error.
                 OperationObserver,
-                document_extension(settings, lambda: _schemas[key]._schema),
+                document_extension(prepare),
                 partial(ErrorCodes, production=production),
             ],
         )
         _schemas[key].request_timeout = settings.request_timeout
+        _schemas[key].production = production
+        _schemas[key].prepare = prepare
     return _schemas[key]
 
 
