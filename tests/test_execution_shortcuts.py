@@ -1,4 +1,4 @@
-"""Plain scalar fields read directly (graphql/leaf_fields.py) answer as graphql-core does,
+"""The executor's shortcuts (graphql/execution.py) answer as graphql-core does,
 errors included: the same schema run with and without the shortcut gives the same result."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import enum
 from typing import Any, cast
 
 import strawberry
+from graphql import execute_sync, parse
 
-from datadiver_graph.graphql.leaf_fields import LeafFieldsExecutionContext
+from datadiver_graph.graphql.execution import ShortcutExecutionContext
 
 
 @strawberry.enum
@@ -60,7 +61,7 @@ def run(schema: strawberry.Schema) -> dict[str, Any]:
 def test_the_shortcut_gives_graphql_cores_answers() -> None:
     plain = strawberry.Schema(query=Query)
     short = strawberry.Schema(
-        query=Query, execution_context_class=cast(Any, LeafFieldsExecutionContext)
+        query=Query, execution_context_class=cast(Any, ShortcutExecutionContext)
     )
     expected = run(plain)
     assert run(short) == expected
@@ -80,3 +81,30 @@ def test_the_shortcut_gives_graphql_cores_answers() -> None:
         ]
     }
     assert len(expected["errors"]) == 2
+
+
+DIRECTIVES = """
+  query($with: Boolean!) {
+    things { ...Names count @include(if: $with) ... on Thing @skip(if: $with) { ratio } }
+  }
+  fragment Names on Thing { name nickname }
+"""
+
+
+def test_collected_fields_follow_the_variables_of_each_operation() -> None:
+    # One parsed document, as the server's document cache hands out.
+    document = parse(DIRECTIVES)
+    schema = strawberry.Schema(query=Query)._schema
+    for flag in (True, False, True):
+        variables = {"with": flag}
+        expected = execute_sync(schema, document, variable_values=variables)
+        got = execute_sync(
+            schema,
+            document,
+            variable_values=variables,
+            executor_class=cast(Any, ShortcutExecutionContext),
+        )
+        assert got.data == expected.data
+        assert expected.data is not None
+        first = expected.data["things"][0]
+        assert ("count" in first) is flag and ("ratio" in first) is not flag

@@ -21,7 +21,7 @@ from datadiver_graph.graphql.errors import (
     error_code,
     request_error_code,
 )
-from datadiver_graph.graphql.leaf_fields import LeafFieldsExecutionContext
+from datadiver_graph.graphql.execution import ShortcutExecutionContext
 from datadiver_graph.graphql.mutations import Mutation
 from datadiver_graph.graphql.observe import OperationObserver
 from datadiver_graph.graphql.queries import Query
@@ -88,7 +88,7 @@ def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
-            execution_context_class=cast(Any, LeafFieldsExecutionContext),
+            execution_context_class=cast(Any, ShortcutExecutionContext),
             config=StrawberryConfig(
                 scalar_map=SCALAR_MAP,
                 disable_field_suggestions=production,
