@@ -75,8 +75,13 @@ async def run_load(
     seconds: float,
     check: Check | None = None,
     on_start: Callable[[], None] | None = None,
+    rate: float | None = None,
 ) -> LoadResult:
     """`concurrency` keep-alive connections, each in a closed loop for `seconds`.
+
+    With `rate`, requests are paced to that many per second overall (the connections take
+    turns at the scheduled times; one falls behind only when all are busy), so two routes
+    can be compared at the same load rather than each at its own maximum.
 
     `on_start` runs once every connection is open, just before the first request, so a CPU
     meter started there covers exactly the measured requests.
@@ -85,8 +90,19 @@ async def run_load(
     result = LoadResult()
     deadline = 0.0
 
+    scheduled = 0
+
     async def loop(connection: Connection) -> None:
+        nonlocal scheduled
         while time.perf_counter() < deadline:
+            if rate is not None:
+                due = started + scheduled / rate
+                scheduled += 1
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if time.perf_counter() >= deadline:
+                    break
             data = make_request()
             began = time.perf_counter()
             status, body = await connection.request(data)
