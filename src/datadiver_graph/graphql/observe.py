@@ -163,6 +163,8 @@ def record_operation(
         label = metrics.operation_name(name[: MAX_LABEL_LENGTH + 1] if name else None)
         seconds = None if subscription_end is not None else elapsed
         metrics.observe_operation(label, kind, codes, seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return  # production may log at WARNING: then skip building the line's fields
     fields: dict[str, Any] = {
         "operation": name,
         "operation_type": kind,
