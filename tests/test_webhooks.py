@@ -410,6 +410,44 @@ async def test_a_repeated_svix_id_is_acknowledged_and_changes_nothing(
     assert await snapshot(database) == before
 
 
+async def test_concurrent_deliveries_are_stored_together_each_with_its_own_outcome(
+    server: Server, database: db.Database
+) -> None:
+    # Sent at once, user deliveries are group-committed: one read, one write and one
+    # remember for many. Each still gets its own answer, and each change its own event.
+    await server.post(user_event(user_id="user_old", updated_at=T0 + 500))
+    await server.post(user_deleted("user_gone"))
+    fresh = [f"user_{i}" for i in range(8)]
+    sent = [(user_event(user_id=user_id), f"msg_{user_id}") for user_id in fresh] + [
+        (user_event("user.updated", user_id="user_old", updated_at=T0 + 100), "msg_old"),
+        (user_event("user.updated", user_id="user_gone", updated_at=T0 + 900), "msg_gone"),
+        (user_event(user_id="user_dup"), "msg_dup"),
+        (user_event(user_id="user_dup"), "msg_dup"),  # one message delivered twice at once
+    ]
+    channels = [events.user_channel(user_id) for user_id in [*fresh, "user_dup", "user_gone"]]
+    async with server.store.events.subscribe(*channels) as stream:
+        responses = await asyncio.gather(
+            *(server.post(payload, msg_id=msg_id) for payload, msg_id in sent)
+        )
+        published = [await next_event(stream) for _ in range(len(fresh) + 1)]
+        await assert_no_event(stream)
+    outcomes = [response.json()["status"] for response in responses]
+    assert outcomes[: len(fresh)] == ["applied"] * len(fresh)
+    assert outcomes[len(fresh) : len(fresh) + 2] == ["stale", "stale"]  # older; deleted
+    assert sorted(outcomes[-2:]) == ["applied", "duplicate"]
+    after = await snapshot(database)
+    assert sorted(user["externalId"] for user in after[db.USERS]) == sorted(
+        [*fresh, "user_dup", "user_old"]
+    )
+    remembered = {delivery["_id"] for delivery in after[db.WEBHOOK_DELIVERIES]}
+    assert {msg_id for _, msg_id in sent} <= remembered
+    stored = {user["externalId"]: user for user in after[db.USERS]}
+    assert sorted(event.record["externalId"] for event in published) == sorted([*fresh, "user_dup"])
+    for event in published:
+        assert event.kind == "user.created"
+        assert event.record == stored[event.record["externalId"]]
+
+
 async def test_deliveries_expire_after_a_week(database: db.Database) -> None:
     indexes = await database.db[db.WEBHOOK_DELIVERIES].index_information()
     ttl = indexes["ttl_received_at"]

@@ -18,12 +18,13 @@ Status codes (Svix retries every non-2xx for about 27 hours, and waits at most 1
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import orjson
 from pymongo.errors import PyMongoError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from svix.webhooks import Webhook, WebhookVerificationError
 
@@ -68,6 +69,13 @@ def webhook_secret(settings: Settings) -> str:
     return DEV_WEBHOOK_SECRET
 
 
+@functools.lru_cache(maxsize=4)
+def _verifier(secret: str) -> Webhook:
+    """One verifier per secret: building it decodes the secret, which showed in profiles.
+    A secret that is not usable raises here every time (exceptions are not cached)."""
+    return Webhook(secret)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -85,79 +93,89 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _signature_headers(request: Request) -> dict[str, str]:
+    """The Svix headers, in one pass over the raw ones (the first of a repeated one wins)."""
+    found: dict[str, str] = {}
+    for name, value in request.scope["headers"]:
+        if name in _SIGNATURE_HEADER_NAMES:
+            found.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return found
 
 
-def _rejected(delivery_id: str | None, reason: str, status: int = 400) -> JSONResponse:
-    # Logged once, by clerk_webhook's summary line (never the body: it has personal data).
-    return _error(status, reason)
-
+_SIGNATURE_HEADER_NAMES = frozenset(name.encode() for name in SIGNATURE_HEADERS)
 
 # Outcome label of a refused delivery, by status (200s carry theirs in the body).
 _OUTCOMES = {400: "rejected", 409: "conflict", 413: "too_large", 503: "unavailable"}
 
 
-async def clerk_webhook(request: Request) -> JSONResponse:
+async def clerk_webhook(request: Request) -> Response:
     """Receive one delivery, then log one line and count it, whatever became of it."""
     seen: dict[str, str] = {}
-    response = await _receive(request, seen)
-    answer = orjson.loads(response.body)
-    status = response.status_code
-    if status == 200:
-        outcome = str(answer.get("status"))
-    elif answer.get("error") == "invalid signature":
+    status, text = await _receive(request, seen)
+    # 200: `text` is the outcome; otherwise the reason, for the body and the log line.
+    reason = None if status == 200 else text
+    if reason is None:
+        outcome = text
+    elif reason == "invalid signature":
         outcome = "invalid_signature"
     else:
         outcome = _OUTCOMES.get(status, f"http_{status}")
     event_type = seen.get("type")
     request.app.state.metrics.observe_webhook(event_type, outcome)
-    delivery_id = request.headers.get("svix-id") or request.headers.get("webhook-id") or ""
-    log.log(
-        logging.INFO if status == 200 else logging.ERROR if status >= 500 else logging.WARNING,
-        "clerk webhook %s: %s%s",
-        event_type or "(unverified)",
-        outcome,
-        f" ({answer['error']})" if answer.get("error") else "",
-        extra={
-            "event": "webhook",
-            "event_type": event_type,
-            # Attacker-controlled until verified: capped.
-            "svix_id": delivery_id[:MAX_DELIVERY_ID],
-            "outcome": outcome,
-            "status": status,
-            "reason": answer.get("error"),
-        },
-    )
-    return response
+    level = logging.INFO if status == 200 else logging.ERROR if status >= 500 else logging.WARNING
+    if log.isEnabledFor(level):
+        delivery_id = seen.get("id", "")
+        log.log(
+            level,
+            "clerk webhook %s: %s%s",
+            event_type or "(unverified)",
+            outcome,
+            f" ({reason})" if reason else "",
+            extra={
+                "event": "webhook",
+                "event_type": event_type,
+                # Attacker-controlled until verified: capped.
+                "svix_id": delivery_id[:MAX_DELIVERY_ID],
+                "outcome": outcome,
+                "status": status,
+                "reason": reason,
+            },
+        )
+    answer = {"status": text} if reason is None else {"error": reason}
+    return Response(orjson.dumps(answer), status_code=status, media_type="application/json")
 
 
-async def _receive(request: Request, seen: dict[str, str]) -> JSONResponse:
+async def _receive(request: Request, seen: dict[str, str]) -> tuple[int, str]:
+    """(200, outcome) or (status, reason). Fills `seen` with the delivery id and, once
+    verified, the event type, for the one line `clerk_webhook` logs (never the body: it
+    has personal data)."""
     settings: Settings = request.app.state.settings
-    headers = {name: request.headers[name] for name in SIGNATURE_HEADERS if name in request.headers}
+    headers = _signature_headers(request)
     delivery_id = headers.get("svix-id") or headers.get("webhook-id")
+    if delivery_id:
+        seen["id"] = delivery_id
     try:
-        verifier = Webhook(webhook_secret(settings))
+        verifier = _verifier(webhook_secret(settings))
     except Exception as exc:  # SettingsError, or a secret that is empty or not base64
         reason = str(exc) if isinstance(exc, SettingsError) else f"unusable: {type(exc).__name__}"
         log.error("clerk webhook: no signing secret (%s); set CLERK_WEBHOOK_SECRET", reason)
-        return _error(503, "webhook signing secret is not configured")
+        return 503, "webhook signing secret is not configured"
     try:
         body = await _read_body(request)
     except _TooLarge:
-        return _rejected(delivery_id, "body too large", 413)
+        return 413, "body too large"
     try:
         # svix >= 2 returns None; a malformed signature header raises ValueError.
         verifier.verify(body, headers)
     except (WebhookVerificationError, ValueError):
-        return _rejected(delivery_id, "invalid signature")
+        return 400, "invalid signature"
     assert delivery_id is not None  # verify() requires it
     if len(delivery_id) > MAX_DELIVERY_ID:
-        return _rejected(delivery_id, "svix-id too long")
+        return 400, "svix-id too long"
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _rejected(delivery_id, "body is not valid JSON")
+        return 400, "body is not valid JSON"
     if isinstance(payload, dict) and isinstance(payload.get("type"), str):
         seen["type"] = payload["type"]  # signed by Clerk: trusted, and still capped as a label
     store: Store = request.app.state.store
@@ -165,17 +183,17 @@ async def _receive(request: Request, seen: dict[str, str]) -> JSONResponse:
         async with asyncio.timeout(PROCESSING_TIMEOUT_S):
             outcome = await clerk_events.handle_delivery(store, delivery_id, payload)
     except InvalidInput as exc:
-        return _rejected(delivery_id, exc.message)
+        return 400, exc.message
     except Conflict as exc:
-        return _rejected(delivery_id, exc.message, 409)
+        return 409, exc.message
     except (PyMongoError, TimeoutError) as exc:
         log.error(
             "clerk webhook: storing delivery %r failed (%s); Svix will retry",
             delivery_id[:64],
             type(exc).__name__,
         )
-        return _error(503, "storage unavailable; retry later")
-    return JSONResponse({"status": outcome.value})
+        return 503, "storage unavailable; retry later"
+    return 200, outcome.value
 
 
 ROUTES = [

@@ -7,8 +7,9 @@ ignored, so Clerk can add fields without breaking delivery.
 
 What each type does:
 
-- `user.created`, `user.updated`: `users.upsert_from_clerk` (ignores stale and post-delete
-  deliveries by Clerk's `updated_at` and the user's tombstone).
+- `user.created`, `user.updated`: `users.upsert_many_from_clerk` (ignores stale and
+  post-delete deliveries by Clerk's `updated_at` and the user's tombstone), group-committed
+  with the deliveries that arrive meanwhile (`domain.batching`): three round trips per batch.
 - `user.deleted`: `users.delete_from_clerk` (sessions and payment attempts are kept).
 - `paymentAttempt.created`, `paymentAttempt.updated`: `payments.upsert_attempt` (never goes
   back from paid/failed to pending, ignores older deliveries).
@@ -29,6 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from datadiver_graph.domain import billing, billing_events, payments, users, webhook_deliveries
+from datadiver_graph.domain.batching import Batcher
 from datadiver_graph.domain.clerk_values import as_int, as_object, as_text, as_timestamp
 from datadiver_graph.domain.errors import InvalidInput
 from datadiver_graph.store import Store
@@ -101,7 +103,8 @@ def _full_name(first: Any, last: Any) -> str | None:
     refuse a name containing them; the result fits `users.MAX_NAME_LENGTH`.
     """
     text = " ".join(part for part in (first, last) if isinstance(part, str))
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    if not text.isprintable():  # rare: only then look for control characters, one by one
+        text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     name = " ".join(text.split())[: users.MAX_NAME_LENGTH].strip()
     return name or None
 
@@ -235,8 +238,58 @@ async def handle_delivery(store: Store, delivery_id: str, payload: Any) -> Outco
     event = parse_event(payload)
     if not is_handled(event.type):
         return await apply(store, event, delivery_id)
+    if event.type in USER_UPSERTS:
+        # The bulk of Clerk's traffic: group-committed with concurrent deliveries.
+        profile = profile_from_user(_data_object(event))
+        batch = store.batcher("clerk-user-upserts", _user_upserts)
+        return await batch.submit(_UserDelivery(delivery_id, event.type, profile))
     if await webhook_deliveries.seen(store, delivery_id):
         return Outcome.DUPLICATE
     outcome = await apply(store, event, delivery_id)
     await webhook_deliveries.remember(store, delivery_id, event.type)
     return outcome
+
+
+@dataclass(frozen=True, slots=True)
+class _UserDelivery:
+    delivery_id: str
+    event_type: str
+    profile: users.ClerkProfile
+
+
+def _user_upserts(store: Store) -> Batcher[_UserDelivery, Outcome]:
+    """`handle_delivery` for many `user.created`/`user.updated` deliveries at once.
+
+    The same steps in the same order, three round trips for the whole batch: one read (which
+    ids were handled, each user and its tombstone), the upserts (`users.upsert_many_from_clerk`,
+    which publishes), then remember the ids. Concurrent deliveries for one user go in
+    successive batches.
+    """
+
+    async def deliver(batch: list[_UserDelivery]) -> list[Outcome]:
+        # One read for the batch: which ids were handled, each user and its tombstone.
+        rows = await store.db.look_up(
+            [{"deliveryId": d.delivery_id, "externalId": d.profile.external_id} for d in batch],
+            webhook_deliveries.handled_lookup("deliveryId"),
+            *users.stored_lookups("externalId"),
+        )
+        outcomes = [Outcome.DUPLICATE] * len(batch)
+        handled: set[str] = set()  # a second copy of an id in this batch is a duplicate too
+        fresh: dict[int, tuple[_UserDelivery, dict[str, Any]]] = {}
+        for i, (delivery, row) in enumerate(zip(batch, rows, strict=True)):
+            if not row["handled"] and delivery.delivery_id not in handled:
+                handled.add(delivery.delivery_id)
+                fresh[i] = (delivery, row)
+        if not fresh:
+            return outcomes
+        written = await users.upsert_many_from_clerk(
+            store, [d.profile for d, _ in fresh.values()], [row for _, row in fresh.values()]
+        )
+        await webhook_deliveries.remember_all(
+            store, [(d.delivery_id, d.event_type) for d, _ in fresh.values()]
+        )
+        for i, user in zip(fresh, written, strict=True):
+            outcomes[i] = Outcome.STALE if user is None else Outcome.APPLIED
+        return outcomes
+
+    return Batcher(deliver, key=lambda delivery: delivery.profile.external_id)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
-from datadiver_graph import events
+from datadiver_graph import db, events
 from datadiver_graph.domain.clock import now_ms
-from datadiver_graph.domain.errors import InvalidInput
+from datadiver_graph.domain.errors import Conflict, InvalidInput
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.json_values import check_json_object, merge_by_key
 from datadiver_graph.domain.records import Preferences, Record, Timestamp, new_id
@@ -21,6 +22,9 @@ from datadiver_graph.store import Store
 
 MAX_NAME_LENGTH = 200
 TOMBSTONES = "userTombstones"
+# Attempts of a Clerk upsert whose user other writers keep changing in between.
+ATTEMPTS = 8
+Document = db.Document
 
 
 class User(Record):
@@ -104,49 +108,169 @@ async def upsert_from_clerk(store: Store, profile: ClerkProfile) -> User | None:
     """Create or update from Clerk. Returns None when the change is stale and was ignored:
     the user was deleted in Clerk, or what is stored is already newer (by Clerk's updated_at).
     """
-    external_id = check_id(profile.external_id, "userId")
-    tombstones = store.db.collection(TOMBSTONES)
-    if await tombstones.find_one({"_id": external_id}) is not None:
-        return None
-    now = now_ms()
-    newer_than_stored: dict[str, Any] = {"externalId": external_id}
-    if profile.updated_at is not None:
-        newer_than_stored["$or"] = [
-            {"clerkUpdatedAt": None},
-            {"clerkUpdatedAt": {"$lt": profile.updated_at}},
-        ]
-    try:
-        doc = await store.db.users.find_one_and_update(
-            newer_than_stored,
-            {
-                "$set": {
-                    "name": profile.name,
-                    "email": profile.email,
-                    "imageUrl": profile.image_url,
-                    "clerkUpdatedAt": profile.updated_at,
-                    "updatedAt": now,
-                },
-                "$setOnInsert": {
-                    "_id": new_id(),
-                    "preferences": {},
-                    "createdAt": profile.created_at if profile.created_at is not None else now,
-                },
-                "$inc": {"version": 1},
-            },
+    return (await upsert_many_from_clerk(store, [profile]))[0]
+
+
+def stored_lookups(external_id_field: str) -> list[Document]:
+    """`$lookup` stages adding what is stored about the user named in `external_id_field`:
+    `user` (its document, if any) and `tombstone` (if it was deleted). What
+    `upsert_many_from_clerk` reads first; a caller may read it in a round trip of its own
+    (`Database.look_up`) and pass the rows."""
+    return [
+        {
+            "$lookup": {
+                "from": db.USERS,
+                "localField": external_id_field,
+                "foreignField": "externalId",
+                "as": "user",
+            }
+        },
+        {
+            "$lookup": {
+                "from": TOMBSTONES,
+                "localField": external_id_field,
+                "foreignField": "_id",
+                "as": "tombstone",
+            }
+        },
+    ]
+
+
+async def upsert_many_from_clerk(
+    store: Store, profiles: Sequence[ClerkProfile], rows: Sequence[Document] | None = None
+) -> list[User | None]:
+    """`upsert_from_clerk` for several users (one profile each), in two round trips however
+    many there are; one when the caller read `rows` (one per profile, with `stored_lookups`).
+
+    Each user is written only if still as read (same `version`), so the document published is
+    exactly the one stored. A user changed by another writer meanwhile is read and written
+    again on its own. A user the write created costs one more read: its tombstone, as a
+    delete may have landed since the first read; then the new document is deleted again.
+    """
+    external_ids = [check_id(profile.external_id, "userId") for profile in profiles]
+    if len(set(external_ids)) != len(external_ids):
+        raise ValueError("upsert_many_from_clerk takes one profile per user")
+    return await _upsert_many(store, profiles, rows, ATTEMPTS)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One user's upsert, planned from the document as read (`current`)."""
+
+    index: int  # in the profiles
+    external_id: str
+    current: Document | None
+    match: Document
+    fields: Document  # what Clerk says, to $set
+    on_insert: Document
+
+    def op(self) -> UpdateOne:
+        return UpdateOne(
+            self.match,
+            {"$set": self.fields, "$setOnInsert": self.on_insert, "$inc": {"version": 1}},
             upsert=True,
-            return_document=ReturnDocument.AFTER,
         )
-    except DuplicateKeyError:
-        # The user exists with a newer (or equal) Clerk timestamp: the filter missed it and
-        # the upsert collided with the unique externalId index. Stale: ignore.
-        return None
-    assert doc is not None
-    # A delete may have landed between the tombstone check and the write: honour it.
-    if await tombstones.find_one({"_id": external_id}) is not None:
-        await store.db.users.delete_one({"externalId": external_id})
-        return None
-    kind = "user.created" if doc.get("version") == 1 else "user.updated"
-    return await _publish(store, kind, User.from_doc(doc))
+
+    def stored(self, inserted: bool) -> Document:
+        """The document as the write left it: MongoDB builds an inserted one from the
+        match's fields and $setOnInsert."""
+        base = {**self.match, **self.on_insert} if inserted else self.current or {}
+        version = (self.current or {}).get("version") or 0
+        return {**base, **self.fields, "version": version + 1}
+
+
+def _plan(index: int, profile: ClerkProfile, current: Document | None, now: int) -> _Write:
+    # Matches only the document as read. Changed meanwhile: the upsert tries an insert that
+    # a unique index refuses (a conflict). Deleted meanwhile: it inserts. A new user's fresh
+    # _id matches nothing: an insert, refused when another writer created the user first.
+    match: Document
+    if current is None:
+        match = {"_id": new_id(), "externalId": profile.external_id}
+    else:
+        match = {
+            "_id": current["_id"],
+            "externalId": profile.external_id,
+            "version": current.get("version"),
+        }
+    return _Write(
+        index=index,
+        external_id=profile.external_id,
+        current=current,
+        match=match,
+        fields={
+            "name": profile.name,
+            "email": profile.email,
+            "imageUrl": profile.image_url,
+            "clerkUpdatedAt": profile.updated_at,
+            "updatedAt": now,
+        },
+        on_insert={
+            "preferences": {},
+            "createdAt": profile.created_at if profile.created_at is not None else now,
+        },
+    )
+
+
+def _is_stale(profile: ClerkProfile, current: Document) -> bool:
+    """Stored with a newer or equal Clerk timestamp (a profile without one always applies)."""
+    stored_at = current.get("clerkUpdatedAt")
+    if profile.updated_at is None or stored_at is None:
+        return False
+    return bool(stored_at >= profile.updated_at)
+
+
+async def _upsert_many(
+    store: Store,
+    profiles: Sequence[ClerkProfile],
+    rows: Sequence[Document] | None,
+    attempts: int,
+) -> list[User | None]:
+    if not profiles:
+        return []
+    if attempts == 0:
+        raise Conflict(f"user {profiles[0].external_id!r} kept changing; retry")
+    if rows is None:
+        names = [{"externalId": profile.external_id} for profile in profiles]
+        rows = await store.db.look_up(names, *stored_lookups("externalId"))
+    now = now_ms()
+    writes: list[_Write] = []
+    for index, (profile, row) in enumerate(zip(profiles, rows, strict=True)):
+        # A user deleted without a document left is not seen here: the write inserts it,
+        # and the tombstone check after the write deletes it again.
+        doc = row["user"][0] if row["user"] else None
+        if not row["tombstone"] and not (doc and _is_stale(profile, doc)):
+            writes.append(_plan(index, profile, doc, now))
+    results: list[User | None] = [None] * len(profiles)
+    if not writes:
+        return results
+    try:
+        result = await store.db.users.bulk_write([w.op() for w in writes], ordered=False)
+        conflicts: set[int] = set()
+        inserted = set(result.upserted_ids or ())
+    except BulkWriteError as exc:
+        conflicts = db.duplicate_key_errors(exc) or set()
+        if not conflicts:
+            raise
+        inserted = {upserted["index"] for upserted in exc.details.get("upserted", [])}
+    deleted_meanwhile: set[str] = set()
+    if inserted:  # a delete may have landed since the read: no user comes back
+        created = {writes[i].external_id: writes[i].match["_id"] for i in inserted}
+        tombstoned = store.db.collection(TOMBSTONES).find(
+            {"_id": {"$in": list(created)}}, {"_id": 1}
+        )
+        deleted_meanwhile = {doc["_id"] async for doc in tombstoned}
+        if deleted_meanwhile:
+            undone = [created[external_id] for external_id in deleted_meanwhile]
+            await store.db.users.delete_many({"_id": {"$in": undone}})
+    for i, write in enumerate(writes):
+        if i in conflicts:
+            again = await _upsert_many(store, [profiles[write.index]], None, attempts - 1)
+            results[write.index] = again[0]
+        elif write.external_id not in deleted_meanwhile:
+            kind = "user.created" if i in inserted else "user.updated"
+            user = User.from_doc(write.stored(i in inserted))
+            results[write.index] = await _publish(store, kind, user)
+    return results
 
 
 async def delete_from_clerk(store: Store, external_id: str) -> User | None:

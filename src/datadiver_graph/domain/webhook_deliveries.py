@@ -8,9 +8,13 @@ past Svix's retry window of about 27 hours.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from pymongo.errors import BulkWriteError
+
 from datadiver_graph import db
+from datadiver_graph.db import Document
 from datadiver_graph.store import Store
 
 
@@ -21,11 +25,32 @@ async def seen(store: Store, delivery_id: str) -> bool:
     return doc is not None
 
 
+def handled_lookup(delivery_id_field: str) -> Document:
+    """A `$lookup` stage adding `handled` (non-empty when handled before) to rows that name
+    a delivery id in `delivery_id_field` (`Database.look_up`)."""
+    return {
+        "$lookup": {
+            "from": db.WEBHOOK_DELIVERIES,
+            "localField": delivery_id_field,
+            "foreignField": "_id",
+            "as": "handled",
+        }
+    }
+
+
 async def remember(store: Store, delivery_id: str, event_type: str) -> None:
-    # An upsert: two concurrent deliveries of the same message both succeed here.
-    await store.db.collection(db.WEBHOOK_DELIVERIES).update_one(
-        {"_id": delivery_id},
-        # A BSON date, not epoch ms: TTL indexes only expire dates.
-        {"$setOnInsert": {"type": event_type, "receivedAt": datetime.now(UTC)}},
-        upsert=True,
-    )
+    await remember_all(store, [(delivery_id, event_type)])
+
+
+async def remember_all(store: Store, deliveries: Sequence[tuple[str, str]]) -> None:
+    """Remember (delivery id, event type) pairs: one round trip for any number."""
+    received_at = datetime.now(UTC)  # a BSON date, not epoch ms: TTL indexes only expire dates
+    try:
+        await store.db.collection(db.WEBHOOK_DELIVERIES).insert_many(
+            [{"_id": id_, "type": type_, "receivedAt": received_at} for id_, type_ in deliveries],
+            ordered=False,
+        )
+    except BulkWriteError as exc:
+        # An id remembered already (two deliveries of one message at once) is not a failure.
+        if db.duplicate_key_errors(exc) is None:
+            raise

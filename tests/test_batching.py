@@ -1,0 +1,101 @@
+"""domain.batching.Batcher: group commit of concurrent callers (no database needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from datadiver_graph.domain import batching
+from datadiver_graph.domain.batching import Batcher
+
+
+class Recorder:
+    """A `run` that records each batch and answers each item doubled, after `delay` s."""
+
+    def __init__(self, delay: float = 0.0, fail: set[int] | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.fail = fail or set()
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(items)
+        await asyncio.sleep(self.delay)
+        if self.fail & set(items):
+            raise RuntimeError(f"batch {items} failed")
+        return [item * 2 for item in items]
+
+
+async def test_concurrent_callers_share_one_batch_and_get_their_own_result() -> None:
+    run = Recorder()
+    batcher = Batcher(run)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(10))) == [
+        i * 2 for i in range(10)
+    ]
+    assert run.batches == [list(range(10))]
+
+
+async def test_a_lone_caller_does_not_wait_for_company() -> None:
+    run = Recorder()
+    batcher = Batcher(run)
+    started = time.perf_counter()
+    assert await batcher.submit(1) == 2
+    assert time.perf_counter() - started < batching.LINGER_S
+    assert run.batches == [[1]]
+
+
+async def test_callers_arriving_during_a_batch_go_together_in_the_next() -> None:
+    run = Recorder(delay=0.05)
+    batcher = Batcher(run)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0.01)  # the first batch is in flight
+    later = [asyncio.create_task(batcher.submit(i)) for i in range(1, 6)]
+    assert await asyncio.gather(first, *later) == [0, 2, 4, 6, 8, 10]
+    assert run.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+async def test_items_with_the_same_key_never_share_a_batch() -> None:
+    run = Recorder()
+    batcher = Batcher(run, key=lambda item: item % 3)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(7)))
+    assert results == [i * 2 for i in range(7)]
+    assert run.batches == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+async def test_a_failed_batch_fails_its_callers_and_the_next_batch_still_runs() -> None:
+    run = Recorder(delay=0.05, fail={1})
+    batcher = Batcher(run)
+    doomed = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    fine = asyncio.create_task(batcher.submit(3))
+    for task in doomed:
+        with pytest.raises(RuntimeError, match="failed"):
+            await task
+    assert await fine == 6
+    assert run.batches == [[1, 2], [3]]
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_answered() -> None:
+    run = Recorder(delay=0.05)
+    batcher = Batcher(run)
+    impatient = asyncio.create_task(batcher.submit(1))
+    patient = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    queued_then_cancelled = asyncio.create_task(batcher.submit(3))
+    await asyncio.sleep(0)
+    queued_then_cancelled.cancel()
+    assert await patient == 4
+    assert await batcher.submit(4) == 8
+    # Item 1 was in flight and completed anyway; item 3 was dropped before its batch.
+    assert run.batches == [[1, 2], [4]]
+
+
+async def test_a_run_that_answers_the_wrong_number_of_results_fails_its_callers() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    batcher = Batcher(short)
+    with pytest.raises(RuntimeError, match="answered 1 of 2"):
+        await asyncio.gather(batcher.submit(1), batcher.submit(2))
