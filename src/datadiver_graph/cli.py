@@ -117,6 +117,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from datadiver_graph.app import create_app, preflight
+    from datadiver_graph.ws_transport import WS_PROTOCOL
 
     preflight(settings)  # before anything starts: a bad configuration fails in one line
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler found
@@ -138,6 +139,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             "port": args.port,
             "log_level": settings.log_level.lower(),
             "ws_per_message_deflate": False,
+            # uvicorn's sans-I/O WebSocket protocol, keeping ~10 KiB less per open
+            # connection (thousands of idle subscribers; see ws_transport.py).
+            "ws": WS_PROTOCOL,
             "timeout_graceful_shutdown": 10,
             "proxy_headers": True,
             # Our middleware logs each request (with its id); no second line from uvicorn,

@@ -1,18 +1,26 @@
 """Live views: the current value first, then every change, like Convex's reactive queries.
 
-Each view subscribes to its channels *before* reading the snapshot, so no change can fall
-between the two; events whose record is not newer (by `version`) than what was already
-yielded are dropped. A RESYNC (the fan-out link was down) or a record-less event makes the
-view re-read from the database and yield only if something changed.
+A view is a small object: the channels it listens to, how to read its value from the
+database (`load`), and how an event's record changes that value (`apply`); it keeps the
+value it last showed in `state`. Whoever runs it subscribes to its channels *before*
+the first `load`, so no change can fall between the two; `advance` then folds in each
+event. Events whose record is not newer (by `version`) than what was already shown are
+dropped. A RESYNC (the fan-out link was down) or a record-less event makes the view
+re-read from the database and report a change only if something changed.
 
 `ends_with_user` names the subscriber's own user: when that user is deleted in Clerk the
-view ends, so the client sees the subscription complete.
+view ends (ViewEnded), so the client sees the subscription complete.
+
+Two ways to run a view: `stream(view)` is an async iterator (snapshot, then each
+change) for a caller with a task to spare; the GraphQL WebSocket handler instead calls
+`start` and `advance` itself as events arrive, so an idle subscription costs no task.
+Thousands of views stay alive at once, hence the __slots__.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Generic, TypeVar
 
 from datadiver_graph import events
 from datadiver_graph.domain import billing, payments, sessions, users
@@ -20,157 +28,160 @@ from datadiver_graph.domain.billing import BillingSubscription
 from datadiver_graph.domain.payments import PaymentAttempt
 from datadiver_graph.domain.sessions import Session
 from datadiver_graph.domain.users import User
-from datadiver_graph.fanout import RESYNC
+from datadiver_graph.fanout import RESYNC, Item, SlowConsumer
 from datadiver_graph.store import Store
 
 T = TypeVar("T")
 OnOverflow = Callable[[], None] | None
 
 
-def _user_deleted(event: events.Event, ends_with_user: str | None) -> bool:
-    if ends_with_user is None or event.kind != "user.deleted":
-        return False
-    if event.record is None:
-        # Too large for the backend (pg_notify), sent without its record. User events travel
-        # only on their user's own channel, and a view hears only `ends_with_user`'s.
-        return True
-    return event.record.get("externalId") == ends_with_user
+class ViewEnded(Exception):
+    """The subscriber's own user was deleted: the view has nothing more to show."""
 
 
-def _channels(main: tuple[str, ...], ends_with_user: str | None) -> tuple[str, ...]:
+def _channels(main: str, ends_with_user: str | None) -> tuple[str, ...]:
     extra = events.user_channel(ends_with_user) if ends_with_user else None
-    return main + ((extra,) if extra and extra not in main else ())
-
-
-async def _watch(
-    store: Store,
-    channels: tuple[str, ...],
-    ends_with_user: str | None,
-    load: Callable[[], Awaitable[T]],
-    apply: Callable[[T, dict[str, Any]], T],
-    on_overflow: OnOverflow,
-) -> AsyncIterator[T]:
-    """The shared loop: snapshot, then fold each event into the state with `apply`.
-
-    `apply(state, record)` returns the new state, or the same object when nothing changed.
-    """
-    async with store.events.subscribe(
-        *_channels(channels, ends_with_user), on_overflow=on_overflow
-    ) as subscription:
-        state = await load()
-        yield state
-        async for item in subscription:
-            if item is RESYNC or (isinstance(item, events.Event) and item.record is None):
-                if isinstance(item, events.Event) and _user_deleted(item, ends_with_user):
-                    return
-                fresh = await load()
-                if fresh != state:
-                    state = fresh
-                    yield state
-                continue
-            assert isinstance(item, events.Event) and item.record is not None
-            if _user_deleted(item, ends_with_user):
-                return
-            new_state = apply(state, item.record)
-            if new_state is not state:
-                state = new_state
-                yield state
+    return (main, extra) if extra and extra != main else (main,)
 
 
 def _newer(current: Any, record: dict[str, Any]) -> bool:
     return current is None or record.get("version", 0) > current.version
 
 
-async def watch_user(
-    store: Store, external_id: str, *, on_overflow: OnOverflow = None
-) -> AsyncIterator[User | None]:
-    """Ends when the user is deleted (their own subscription, by definition)."""
+class LiveView(Generic[T]):
+    __slots__ = ("channels", "ends_with_user", "state", "store")
 
-    def apply(current: User | None, record: dict[str, Any]) -> User | None:
-        if record.get("externalId") != external_id or not _newer(current, record):
-            return current
+    def __init__(self, store: Store, channel: str, ends_with_user: str | None) -> None:
+        self.store = store
+        self.channels = _channels(channel, ends_with_user)
+        self.ends_with_user = ends_with_user
+        self.state: T
+
+    async def load(self) -> T:
+        raise NotImplementedError
+
+    def apply(self, record: dict[str, Any]) -> T:
+        """The state with this record folded in; `self.state` itself when nothing changed."""
+        raise NotImplementedError
+
+    async def start(self) -> T:
+        """Read the current value (after subscribing to the channels)."""
+        self.state = await self.load()
+        return self.state
+
+    async def advance(self, item: Item) -> bool:
+        """Fold one fan-out item into `state`; whether it changed. Raises ViewEnded."""
+        if isinstance(item, events.Event) and self._user_deleted(item):
+            raise ViewEnded
+        if item is RESYNC or not isinstance(item, events.Event) or item.record is None:
+            fresh = await self.load()
+            if fresh == self.state:
+                return False
+            self.state = fresh
+            return True
+        new_state = self.apply(item.record)
+        if new_state is self.state:
+            return False
+        self.state = new_state
+        return True
+
+    def _user_deleted(self, event: events.Event) -> bool:
+        if self.ends_with_user is None or event.kind != "user.deleted":
+            return False
+        if event.record is None:
+            # Too large for the backend (pg_notify), sent without its record. User events
+            # travel only on their user's own channel, and a view hears only its user's.
+            return True
+        return event.record.get("externalId") == self.ends_with_user
+
+
+async def stream(view: LiveView[T], *, on_overflow: OnOverflow = None) -> AsyncGenerator[T, None]:
+    """The view's value, then each change, until it ends or its subscriber falls behind."""
+    async with view.store.events.subscribe(*view.channels, on_overflow=on_overflow) as feed:
+        yield await view.start()
+        try:
+            async for item in feed:
+                if await view.advance(item):
+                    yield view.state
+        except (ViewEnded, SlowConsumer):
+            return
+
+
+class UserView(LiveView[User | None]):
+    """The user; ends when the user is deleted (their own subscription, by definition)."""
+
+    __slots__ = ("external_id",)
+
+    def __init__(self, store: Store, external_id: str) -> None:
+        super().__init__(store, events.user_channel(external_id), external_id)
+        self.external_id = external_id
+
+    async def load(self) -> User | None:
+        return await users.get_by_external_id(self.store, self.external_id)
+
+    def apply(self, record: dict[str, Any]) -> User | None:
+        if record.get("externalId") != self.external_id or not _newer(self.state, record):
+            return self.state
         return User.from_doc(record)
 
-    async for user in _watch(
-        store,
-        (events.user_channel(external_id),),
-        external_id,
-        lambda: users.get_by_external_id(store, external_id),
-        apply,
-        on_overflow,
-    ):
-        yield user
 
+class SessionView(LiveView[Session | None]):
+    __slots__ = ("session_id",)
 
-async def watch_session(
-    store: Store,
-    session_id: str,
-    *,
-    ends_with_user: str | None,
-    on_overflow: OnOverflow = None,
-) -> AsyncIterator[Session | None]:
-    def apply(current: Session | None, record: dict[str, Any]) -> Session | None:
-        if record.get("sessionId") != session_id or not _newer(current, record):
-            return current
+    def __init__(self, store: Store, session_id: str, *, ends_with_user: str | None) -> None:
+        super().__init__(store, events.session_channel(session_id), ends_with_user)
+        self.session_id = session_id
+
+    async def load(self) -> Session | None:
+        return await sessions.get(self.store, self.session_id)
+
+    def apply(self, record: dict[str, Any]) -> Session | None:
+        if record.get("sessionId") != self.session_id or not _newer(self.state, record):
+            return self.state
         return Session.from_doc(record)
 
-    async for session in _watch(
-        store,
-        (events.session_channel(session_id),),
-        ends_with_user,
-        lambda: sessions.get(store, session_id),
-        apply,
-        on_overflow,
-    ):
-        yield session
 
-
-def _visible(found: dict[str, Session], active_only: bool, limit: int) -> tuple[Session, ...]:
-    chosen = [s for s in found.values() if s.active or not active_only]
-    chosen.sort(key=lambda s: (s.last_activity, s.session_id), reverse=True)
-    return tuple(chosen[:limit])
-
-
-async def watch_user_sessions(
-    store: Store,
-    user_id: str,
-    *,
-    active_only: bool,
-    limit: int,
-    ends_with_user: str | None,
-    on_overflow: OnOverflow = None,
-) -> AsyncIterator[list[Session]]:
+class UserSessionsView(LiveView[tuple[Session, ...]]):
     """The user's `limit` most recently active sessions, re-sorted on every change."""
-    # Every session seen, not only the visible ones: a session that drops off the end
-    # can come back when it is touched, and its version must still be known.
-    known: dict[str, Session] = {}
 
-    async def load() -> tuple[Session, ...]:
-        page = await sessions.list_for_user(store, user_id, active_only=active_only, first=limit)
-        known.clear()
-        known.update({s.session_id: s for s in page.items})
+    __slots__ = ("active_only", "known", "limit", "user_id")
+
+    def __init__(
+        self,
+        store: Store,
+        user_id: str,
+        *,
+        active_only: bool,
+        limit: int,
+        ends_with_user: str | None,
+    ) -> None:
+        super().__init__(store, events.user_sessions_channel(user_id), ends_with_user)
+        self.user_id = user_id
+        self.active_only = active_only
+        self.limit = limit
+        # Every session seen, not only the visible ones: a session that drops off the end
+        # can come back when it is touched, and its version must still be known.
+        self.known: dict[str, Session] = {}
+
+    async def load(self) -> tuple[Session, ...]:
+        page = await sessions.list_for_user(
+            self.store, self.user_id, active_only=self.active_only, first=self.limit
+        )
+        self.known = {s.session_id: s for s in page.items}
         return tuple(page.items)
 
-    def apply(current: tuple[Session, ...], record: dict[str, Any]) -> tuple[Session, ...]:
-        if record.get("userId") != user_id:
-            return current
-        previous = known.get(record.get("sessionId", ""))
+    def apply(self, record: dict[str, Any]) -> tuple[Session, ...]:
+        if record.get("userId") != self.user_id:
+            return self.state
+        previous = self.known.get(record.get("sessionId", ""))
         if not _newer(previous, record):
-            return current
+            return self.state
         session = Session.from_doc(record)
-        known[session.session_id] = session
-        visible = _visible(known, active_only, limit)
-        return current if visible == current else visible
-
-    async for visible in _watch(
-        store,
-        (events.user_sessions_channel(user_id),),
-        ends_with_user,
-        load,
-        apply,
-        on_overflow,
-    ):
-        yield list(visible)
+        self.known[session.session_id] = session
+        chosen = [s for s in self.known.values() if s.active or not self.active_only]
+        chosen.sort(key=lambda s: (s.last_activity, s.session_id), reverse=True)
+        visible = tuple(chosen[: self.limit])
+        return self.state if visible == self.state else visible
 
 
 def _later(candidate: PaymentAttempt, current: PaymentAttempt | None) -> bool:
@@ -181,52 +192,36 @@ def _later(candidate: PaymentAttempt, current: PaymentAttempt | None) -> bool:
     return (candidate.created_at, candidate.payment_id) > (current.created_at, current.payment_id)
 
 
-async def watch_latest_payment(
-    store: Store,
-    user_id: str,
-    *,
-    ends_with_user: str | None,
-    on_overflow: OnOverflow = None,
-) -> AsyncIterator[PaymentAttempt | None]:
-    def apply(current: PaymentAttempt | None, record: dict[str, Any]) -> PaymentAttempt | None:
-        if record.get("userId") != user_id:
-            return current
+class LatestPaymentView(LiveView[PaymentAttempt | None]):
+    __slots__ = ("user_id",)
+
+    def __init__(self, store: Store, user_id: str, *, ends_with_user: str | None) -> None:
+        super().__init__(store, events.payments_channel(user_id), ends_with_user)
+        self.user_id = user_id
+
+    async def load(self) -> PaymentAttempt | None:
+        return await payments.latest_for_user(self.store, self.user_id)
+
+    def apply(self, record: dict[str, Any]) -> PaymentAttempt | None:
+        if record.get("userId") != self.user_id:
+            return self.state
         candidate = PaymentAttempt.from_doc(record)
-        return candidate if _later(candidate, current) else current
-
-    async for attempt in _watch(
-        store,
-        (events.payments_channel(user_id),),
-        ends_with_user,
-        lambda: payments.latest_for_user(store, user_id),
-        apply,
-        on_overflow,
-    ):
-        yield attempt
+        return candidate if _later(candidate, self.state) else self.state
 
 
-async def watch_billing(
-    store: Store,
-    user_id: str,
-    *,
-    ends_with_user: str | None,
-    on_overflow: OnOverflow = None,
-) -> AsyncIterator[BillingSubscription | None]:
+class BillingView(LiveView[BillingSubscription | None]):
     """The user's Clerk Billing subscription (derive the status with `billing.derive`)."""
 
-    def apply(
-        current: BillingSubscription | None, record: dict[str, Any]
-    ) -> BillingSubscription | None:
-        if record.get("userId") != user_id or not _newer(current, record):
-            return current
-        return BillingSubscription.from_doc(record)
+    __slots__ = ("user_id",)
 
-    async for subscription in _watch(
-        store,
-        (events.billing_channel(user_id),),
-        ends_with_user,
-        lambda: billing.get_for_user(store, user_id),
-        apply,
-        on_overflow,
-    ):
-        yield subscription
+    def __init__(self, store: Store, user_id: str, *, ends_with_user: str | None) -> None:
+        super().__init__(store, events.billing_channel(user_id), ends_with_user)
+        self.user_id = user_id
+
+    async def load(self) -> BillingSubscription | None:
+        return await billing.get_for_user(self.store, self.user_id)
+
+    def apply(self, record: dict[str, Any]) -> BillingSubscription | None:
+        if record.get("userId") != self.user_id or not _newer(self.state, record):
+            return self.state
+        return BillingSubscription.from_doc(record)

@@ -6,6 +6,6 @@ backend interface and its memory/Postgres backends, and put our own pieces where
 weaknesses are: a reconnecting Redis backend and a hub with bounded subscriber queues.
 """
 
-from datadiver_graph.fanout.hub import RESYNC, EventHub, SlowConsumer, Subscription
+from datadiver_graph.fanout.hub import RESYNC, EventHub, Item, SlowConsumer, Subscription
 
-__all__ = ["RESYNC", "EventHub", "SlowConsumer", "Subscription"]
+__all__ = ["RESYNC", "EventHub", "Item", "SlowConsumer", "Subscription"]

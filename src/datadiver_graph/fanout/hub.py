@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Final
 
 from broadcaster._backends.base import BroadcastBackend
@@ -41,38 +40,100 @@ class SlowConsumer(Exception):
 
 
 class Subscription:
+    """One local subscriber: its channels and its bounded backlog, read by one consumer.
+
+    `async with hub.subscribe(...)` (or `open()` ... `close()`) registers it. Its consumer
+    either awaits `next()` (or iterates it), or is told by `notify` that an item is
+    queued and takes it with `pop()` - for a consumer with no task of its own while idle.
+    A server holds one per live subscription, thousands of them mostly idle, so it keeps
+    no asyncio.Queue (four deques and an Event, ~3 KiB): the backlog is a list that exists
+    only while something is queued, and a waiting consumer a single future.
+    """
+
+    __slots__ = (
+        "_hub",
+        "_items",
+        "_on_overflow",
+        "_waiter",
+        "channels",
+        "maxsize",
+        "notify",
+        "overflowed",
+    )
+
     def __init__(
-        self, channels: tuple[str, ...], maxsize: int, on_overflow: Callable[[], None] | None
+        self,
+        hub: EventHub,
+        channels: tuple[str, ...],
+        maxsize: int,
+        on_overflow: Callable[[], None] | None,
     ) -> None:
+        self._hub = hub
         self.channels = channels
-        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
         self._on_overflow = on_overflow
+        self._items: list[Item] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.notify: Callable[[], None] | None = None
         self.overflowed = False
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._items) if self._items else 0
 
     def offer(self, item: Item) -> None:
         if self.overflowed:
             return
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        items = self._items
+        if items is None:
+            items = self._items = []
+        elif len(items) >= self.maxsize > 0:
             self.overflowed = True
             # Free the backlog now; the consumer will only learn it was cut off.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            self._queue.put_nowait(RESYNC)  # wakes a consumer blocked in get()
+            self._items = None
+            self._wake()
+            # Counted when the subscriber is cut off, not when its consumer next wakes up:
+            # a consumer blocked on a stalled client may not wake for a long time.
+            self._hub.dropped_slow += 1
             if self._on_overflow is not None:
                 self._on_overflow()
+            return
+        items.append(item)
+        if self._waiter is not None:
+            self._wake()
+        elif self.notify is not None:
+            self.notify()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pop(self) -> Item | None:
+        """The next queued item, or None. Raises SlowConsumer once cut off."""
+        if self.overflowed:
+            raise SlowConsumer("subscriber fell too far behind")
+        items = self._items
+        if not items:
+            return None
+        item = items.pop(0)
+        if not items:
+            self._items = None
+        return item
 
     async def next(self) -> Item:
-        if self.overflowed:
-            raise SlowConsumer("subscriber fell too far behind")
-        item = await self._queue.get()
-        if self.overflowed:
-            raise SlowConsumer("subscriber fell too far behind")
+        while not self._items:
+            if self.overflowed:
+                raise SlowConsumer("subscriber fell too far behind")
+            if self._waiter is not None:
+                raise RuntimeError("a Subscription has one consumer at a time")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self.pop()
+        assert item is not None
         return item
 
     def __aiter__(self) -> Subscription:
@@ -81,6 +142,27 @@ class Subscription:
     async def __anext__(self) -> Item:
         return await self.next()
 
+    async def open(self) -> None:
+        """Start listening on the channels."""
+        try:
+            await self._hub._register(self)
+        except BaseException:
+            await self._hub._unregister(self)
+            raise
+
+    async def close(self) -> None:
+        """Stop listening; what is still queued is dropped."""
+        self._items = None
+        self.notify = None
+        await self._hub._unregister(self)
+
+    async def __aenter__(self) -> Subscription:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
 
 class EventHub:
     def __init__(self, url: str, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
@@ -88,7 +170,7 @@ class EventHub:
         self.queue_size = queue_size
         self._backend: BroadcastBackend = create_backend(url)
         self._max_bytes = max_message_bytes(url)
-        self._local: dict[str, set[Subscription]] = {}
+        self._local: dict[str, Subscription | set[Subscription]] = {}
         self._listener: asyncio.Task[None] | None = None
         self._listener_healthy = True
         self.published = 0
@@ -122,15 +204,16 @@ class EventHub:
         return self._listener_healthy
 
     def stats(self) -> dict[str, int]:
+        subscriptions = self._subscriptions()
         return {
-            "subscriptions": len({id(s) for subs in self._local.values() for s in subs}),
+            "subscriptions": len(subscriptions),
             "channels": len(self._local),
             "published": self.published,
             "publish_failures": self.publish_failures,
             "delivered": self.delivered,
             "dropped_slow": self.dropped_slow,
             # Events waiting in local subscriber queues: at most queue_size per subscription.
-            "queued": sum(s.queued for s in {s for subs in self._local.values() for s in subs}),
+            "queued": sum(s.queued for s in subscriptions),
         }
 
     # -- publishing -------------------------------------------------------------------------
@@ -151,34 +234,47 @@ class EventHub:
 
     # -- subscribing ------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def subscribe(
+    def subscribe(
         self, *channels: str, on_overflow: Callable[[], None] | None = None
-    ) -> AsyncIterator[Subscription]:
-        def overflowed() -> None:
-            # Counted when the subscriber is cut off, not when its consumer next wakes up:
-            # a consumer blocked on a stalled client may not wake for a long time.
-            self.dropped_slow += 1
-            if on_overflow is not None:
-                on_overflow()
+    ) -> Subscription:
+        """`async with hub.subscribe("a", "b") as subscription:` listens while inside."""
+        return Subscription(self, channels, self.queue_size, on_overflow)
 
-        subscription = Subscription(channels, self.queue_size, overflowed)
-        try:
-            for channel in channels:
-                subscribers = self._local.setdefault(channel, set())
-                subscribers.add(subscription)
-                if len(subscribers) == 1:
-                    await self._backend_call("subscribe", channel)
-            yield subscription
-        finally:
-            for channel in channels:
-                remaining = self._local.get(channel)
-                if remaining is None:
-                    continue
-                remaining.discard(subscription)
-                if not remaining:
-                    del self._local[channel]
-                    await self._backend_call("unsubscribe", channel)
+    async def _register(self, subscription: Subscription) -> None:
+        for channel in subscription.channels:
+            # One subscriber is kept as itself; a set only once a channel has several.
+            found = self._local.get(channel)
+            if found is None:
+                self._local[channel] = subscription
+                await self._backend_call("subscribe", channel)
+            elif isinstance(found, set):
+                found.add(subscription)
+            elif found is not subscription:
+                self._local[channel] = {found, subscription}
+
+    async def _unregister(self, subscription: Subscription) -> None:
+        emptied = []
+        for channel in subscription.channels:
+            found = self._local.get(channel)
+            if found is subscription:
+                del self._local[channel]
+                emptied.append(channel)
+            elif isinstance(found, set):
+                found.discard(subscription)
+                if len(found) == 1:
+                    self._local[channel] = found.pop()
+        # Forgotten locally first: an unsubscribe cut short cannot leave it registered.
+        for channel in emptied:
+            await self._backend_call("unsubscribe", channel)
+
+    def _subscriptions(self) -> set[Subscription]:
+        found: set[Subscription] = set()
+        for subscribers in self._local.values():
+            if isinstance(subscribers, set):
+                found |= subscribers
+            else:
+                found.add(subscribers)
+        return found
 
     async def _backend_call(self, method: str, channel: str) -> None:
         try:
@@ -191,19 +287,23 @@ class EventHub:
 
     def _deliver(self, channel: str, message: str) -> None:
         subscribers = self._local.get(channel)
-        if not subscribers:
+        if subscribers is None:
             return
         try:
             event = Event.decode(message)
         except Exception:
             log.warning("ignoring an undecodable message on %s", channel)
             return
+        if isinstance(subscribers, Subscription):
+            subscribers.offer(event)
+            self.delivered += 1
+            return
         for subscription in list(subscribers):
             subscription.offer(event)
             self.delivered += 1
 
     async def _resync_all(self) -> None:
-        for subscription in {s for subs in self._local.values() for s in subs}:
+        for subscription in self._subscriptions():
             subscription.offer(RESYNC)
 
     async def _listen(self) -> None:

@@ -24,6 +24,7 @@ from datadiver_graph.graphql.context import Context
 from datadiver_graph.graphql.direct import execute_prepared, prepare_operation
 from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
 from datadiver_graph.graphql.schema import build_schema
+from datadiver_graph.graphql.ws_handler import LiveTransportWSHandler
 from datadiver_graph.ratelimit import RateLimiter
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
@@ -109,6 +110,9 @@ def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str
 
 
 class GraphQLView(GraphQL[Context, None]):
+    # graphql-transport-ws subscriptions run as one task-less object each (ws_handler.py).
+    graphql_transport_ws_handler_class = LiveTransportWSHandler
+
     def __init__(self, settings: Settings) -> None:
         schema = build_schema(settings)
         super().__init__(
