@@ -66,7 +66,7 @@ async def _measure(quick: bool) -> list[tuple[str, float, str]]:
                 (
                     "PyMongo async `find_one` by unique key (client CPU only)",
                     await _cpu_per_op(lambda: users.find_one({"externalId": "user_1"}), count),
-                    "one round trip of any read; a webhook makes 5, getCurrentUser 1",
+                    "one round trip; getCurrentUser makes 1, a webhook batch 3",
                 )
             )
             await client.close()

@@ -606,3 +606,33 @@ async def test_ping_pong_on_graphql_transport_ws(
         await ws.ping()
         reply = await ws.recv_json()
         assert reply == {"type": "pong"}
+
+
+@protocols
+async def test_a_subscribe_that_does_not_parse_is_refused_with_the_reason(
+    served: Served, token_for: Callable[[str], str], protocol: str
+) -> None:
+    # graphql-transport-ws closes the socket (4400, as strawberry does for a document that
+    # does not parse); legacy graphql-ws answers an error and the socket lives on.
+    async with open_ws(served.url, protocol, bearer(token_for("user_ada"))) as ws:
+        if protocol == TRANSPORT_WS:
+            await ws.subscribe("subscription { session(sessionId: ")
+            assert await ws.closed() == (4400, "Syntax Error: Unexpected <EOF>.")
+            return
+        broken = await ws.subscribe("subscription { session(sessionId: ")
+        assert (await ws.message(broken)).error_codes == ["GRAPHQL_PARSE_FAILED"]
+        assert "currentUser" in await ws.data(await ws.subscribe(CURRENT_USER))
+
+
+@protocols
+async def test_a_subscribe_over_the_token_limit_is_refused(
+    served: Served, token_for: Callable[[str], str], protocol: str
+) -> None:
+    too_long = "subscription { " + "currentUser { id } " * 2000 + "}"
+    async with open_ws(served.url, protocol, bearer(token_for("user_ada"))) as ws:
+        op = await ws.subscribe(too_long)
+        if protocol == TRANSPORT_WS:
+            code, reason = await ws.closed()
+            assert code == 4400 and "more than 2000 tokens" in reason
+        else:
+            assert (await ws.message(op)).error_codes == ["TOO_MANY_TOKENS"]

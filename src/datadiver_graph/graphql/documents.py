@@ -43,14 +43,21 @@ def make_preparer(
 
 
 class PreparedDocuments(SchemaExtension):
-    def __init__(self, *, prepare: Callable[[str], Prepared]) -> None:
+    def __init__(self, *, prepare: Callable[[str], Prepared], max_tokens: int) -> None:
         self._prepare = prepare
+        self._max_tokens = max_tokens
         self._errors: tuple[GraphQLError, ...] = ()
 
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         if context.graphql_document is None and context.query:
-            context.graphql_document, self._errors = self._prepare(context.query)
+            try:
+                context.graphql_document, self._errors = self._prepare(context.query)
+            except GraphQLError:
+                # Raised from this hook, the error escapes strawberry's handling on the
+                # WebSocket path; strawberry's own parse, under the same token limit, raises
+                # it again where every path reports it.
+                context.parse_options["max_tokens"] = self._max_tokens
         yield
 
     def on_validate(self) -> Iterator[None]:
@@ -67,5 +74,7 @@ def document_preparer(
     return make_preparer(schema, rules, settings.max_tokens)
 
 
-def document_extension(prepare: Callable[[str], Prepared]) -> Callable[[], SchemaExtension]:
-    return partial(PreparedDocuments, prepare=prepare)
+def document_extension(
+    prepare: Callable[[str], Prepared], max_tokens: int
+) -> Callable[[], SchemaExtension]:
+    return partial(PreparedDocuments, prepare=prepare, max_tokens=max_tokens)

@@ -99,7 +99,7 @@ def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -
                 # own instance; the parse/validation LRU caches behind them are per process.
                 # First: its hooks unwind last, after ErrorCodes has coded each error.
                 OperationObserver,
-                document_extension(prepare),
+                document_extension(prepare, settings.max_tokens),
                 partial(ErrorCodes, production=production),
             ],
         )
