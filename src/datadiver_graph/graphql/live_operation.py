@@ -39,6 +39,7 @@ from datadiver_graph.graphql.observe import (
     error_codes,
     metrics_of,
     record_operation,
+    record_subscription_start,
 )
 
 if TYPE_CHECKING:
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
     from datadiver_graph.graphql.context import Context
 
 log = logging.getLogger(__name__)
-# The OperationObserver's logger: the same lines, whichever path ran the subscription.
-operations_log = logging.getLogger("datadiver_graph.graphql.operations")
 
 
 class LiveOperation:
@@ -302,19 +301,7 @@ class LiveOperation:
     def _count_start(self) -> None:
         context = self.connection.context
         self._counted = True
-        metrics = metrics_of(context)
-        if metrics is not None:
-            metrics.active_subscriptions.inc()
-        operations_log.info(
-            "subscription %s started",
-            self._name() or "(anonymous)",
-            extra={
-                "event": "subscription_start",
-                "operation": self._name(),
-                "operation_type": "subscription",
-                **caller_fields(context),
-            },
-        )
+        record_subscription_start(metrics_of(context), self._name(), caller_fields(context))
 
     def _finish(self, reason: str) -> None:
         context = self.connection.context

@@ -83,19 +83,8 @@ class OperationObserver(SchemaExtension):
         # For a subscription, execution is its start: the source stream now exists.
         if self._type() == "subscription" and self._subscription_started is None:
             self._subscription_started = time.perf_counter()
-            metrics = metrics_of(self.execution_context.context)
-            if metrics is not None:
-                metrics.active_subscriptions.inc()
-            log.info(
-                "subscription %s started",
-                self._name() or "(anonymous)",
-                extra={
-                    "event": "subscription_start",
-                    "operation": self._name(),
-                    "operation_type": "subscription",
-                    **self._caller(),
-                },
-            )
+            context = self.execution_context.context
+            record_subscription_start(metrics_of(context), self._name(), caller_fields(context))
 
     def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
         yield
@@ -144,6 +133,24 @@ class OperationObserver(SchemaExtension):
             elapsed=elapsed,
             subscription_end=reason if subscription else None,
         )
+
+
+def record_subscription_start(
+    metrics: Metrics | None, name: str | None, caller: dict[str, Any]
+) -> None:
+    """Count a subscription as active and log its start (`record_operation` logs its end)."""
+    if metrics is not None:
+        metrics.active_subscriptions.inc()
+    log.info(
+        "subscription %s started",
+        name or "(anonymous)",
+        extra={
+            "event": "subscription_start",
+            "operation": name,
+            "operation_type": "subscription",
+            **caller,
+        },
+    )
 
 
 def record_operation(
