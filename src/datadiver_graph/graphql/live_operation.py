@@ -91,7 +91,7 @@ class LiveOperation:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.task = self.connection.spawn(self._start())
+        self.task = self.connection.spawn(self._guarded(self._start()))
 
     async def stop(self) -> None:
         """The client unsubscribed or went away."""
@@ -107,18 +107,11 @@ class LiveOperation:
         await self._close_feed()
         self._finish("cancelled")
 
-    async def _start(self) -> None:
+    async def _guarded(self, step: Coroutine[Any, Any, None]) -> None:
+        """Run one step in this operation's task: a failure ends the operation with an error
+        message, and the task slot is free again once the step ends."""
         try:
-            source = await self._source()
-            if self._done:
-                return
-            if isinstance(source, ExecutionResult):
-                await self._send_final("error", self._formatted(source.errors))
-                return
-            if not isinstance(source, LiveSource):
-                await self._pull(source)
-                return
-            await self._follow(source)
+            await step
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -126,6 +119,18 @@ class LiveOperation:
         finally:
             if self.task is asyncio.current_task():
                 self.task = None
+
+    async def _start(self) -> None:
+        source = await self._source()
+        if self._done:
+            return
+        if isinstance(source, ExecutionResult):
+            await self._send_final("error", self._formatted(source.errors))
+            return
+        if not isinstance(source, LiveSource):
+            await self._pull(source)
+            return
+        await self._follow(source)
 
     async def _source(self) -> Any:
         """Run the subscription field's resolver (permissions first), as graphql-core does."""
@@ -158,18 +163,7 @@ class LiveOperation:
     def _wake(self) -> None:
         """The hub queued an event for this subscription (called in the hub's task)."""
         if self.task is None and not self._done:
-            self.task = self.connection.spawn(self._deliver())
-
-    async def _deliver(self) -> None:
-        try:
-            await self._deliver_queued()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self._fail(exc)
-        finally:
-            if self.task is asyncio.current_task():
-                self.task = None
+            self.task = self.connection.spawn(self._guarded(self._deliver_queued()))
 
     async def _deliver_queued(self) -> None:
         feed, view = self._feed, self._view
