@@ -33,7 +33,7 @@ from graphql import (
 from strawberry.execution import optimized_is_awaitable
 
 from datadiver_graph.graphql.context import Context
-from datadiver_graph.graphql.errors import TIMEOUT, CodedError, coded
+from datadiver_graph.graphql.errors import coded
 from datadiver_graph.graphql.observe import (
     caller_fields,
     error_codes,
@@ -97,9 +97,7 @@ async def execute_prepared(
             if not isinstance(result, ExecutionResult):
                 result = await result
     except TimeoutError:
-        result = ExecutionResult(
-            None, [CodedError(f"operation exceeded {schema.request_timeout:g} s", TIMEOUT)]
-        )
+        result = ExecutionResult(None, [schema.timed_out()])
     except Exception as exc:
         # graphql-core turns resolver errors into result errors; this is anything else.
         result = ExecutionResult(None, [GraphQLError(str(exc), original_error=exc)])

@@ -44,8 +44,12 @@ class Schema(strawberry.Schema):
         except TimeoutError:
             return ExecutionResult(
                 data=None,
-                errors=[CodedError(f"operation exceeded {self.request_timeout:g} s", TIMEOUT)],
+                errors=[self.timed_out()],
             )
+
+    def timed_out(self) -> CodedError:
+        """The error of a query or mutation that ran past REQUEST_TIMEOUT (both paths)."""
+        return CodedError(f"operation exceeded {self.request_timeout:g} s", TIMEOUT)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
