@@ -40,6 +40,7 @@ from datadiver_graph.graphql.observe import (
     metrics_of,
     record_operation,
 )
+from datadiver_graph.graphql.query_plans import QueryPlan, plan_for
 from datadiver_graph.graphql.schema import Schema
 
 
@@ -49,6 +50,8 @@ class PreparedOperation:
     operation: OperationDefinitionNode
     # What the client asked for (graphql-core picks the operation by it).
     requested_name: str | None
+    # Set when the operation has the shape query_plans.py answers on its own.
+    plan: QueryPlan | None = None
 
     @property
     def name(self) -> str | None:
@@ -72,7 +75,8 @@ def prepare_operation(
     operation = get_operation_ast(document, operation_name)
     if operation is None or operation.operation == OperationType.SUBSCRIPTION:
         return None
-    return PreparedOperation(document, operation, operation_name)
+    plan = plan_for(schema._schema, document, operation)
+    return PreparedOperation(document, operation, operation_name, plan)
 
 
 async def execute_prepared(
@@ -84,15 +88,20 @@ async def execute_prepared(
     started = time.perf_counter()
     try:
         async with asyncio.timeout(schema.request_timeout):
-            result = execute(
-                schema._schema,
-                prepared.document,
-                context_value=context,
-                variable_values=variables,
-                operation_name=prepared.requested_name,
-                is_awaitable=cast(Any, optimized_is_awaitable),
-                executor_class=schema.execution_context_class,
-                operation_extensions=None,
+            planned = await prepared.plan.run(context, variables) if prepared.plan else None
+            result = (
+                planned
+                if planned is not None
+                else execute(
+                    schema._schema,
+                    prepared.document,
+                    context_value=context,
+                    variable_values=variables,
+                    operation_name=prepared.requested_name,
+                    is_awaitable=cast(Any, optimized_is_awaitable),
+                    executor_class=schema.execution_context_class,
+                    operation_extensions=None,
+                )
             )
             if not isinstance(result, ExecutionResult):
                 result = await result

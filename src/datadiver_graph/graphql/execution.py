@@ -44,7 +44,7 @@ _LeafPlan = tuple[Any, GraphQLLeafType, bool] | None
 _NOT_PLAIN = object()
 
 
-def _plan(parent_type: GraphQLObjectType, name: str) -> _LeafPlan:
+def leaf_plan(parent_type: GraphQLObjectType, name: str) -> _LeafPlan:
     field = parent_type.fields.get(name)
     if field is None or field.args:
         return None
@@ -58,7 +58,7 @@ def _plan(parent_type: GraphQLObjectType, name: str) -> _LeafPlan:
     return resolve, leaf, not is_non_null_type(field.type)
 
 
-def _without_directives(
+def without_directives(
     selection_set: SelectionSetNode | None,
     fragments: dict[str, FragmentDefinitionNode],
     seen: set[str],
@@ -71,7 +71,7 @@ def _without_directives(
         if selection.directives:
             return False
         if isinstance(selection, FieldNode | InlineFragmentNode):
-            if not _without_directives(selection.selection_set, fragments, seen):
+            if not without_directives(selection.selection_set, fragments, seen):
                 return False
         elif isinstance(selection, FragmentSpreadNode):
             name = selection.name.value
@@ -81,7 +81,7 @@ def _without_directives(
             fragment = fragments.get(name)
             if fragment is None or fragment.directives:
                 return False
-            if not _without_directives(fragment.selection_set, fragments, seen):
+            if not without_directives(fragment.selection_set, fragments, seen):
                 return False
     return True
 
@@ -115,7 +115,7 @@ class ShortcutExecutionContext(PerEventExecutionContext):
         collected = super().collect_subfields(return_type, field_details_list)
         fragments = self.fragment_definitions
         static = all(
-            not node.directives and _without_directives(node.selection_set, fragments, set())
+            not node.directives and without_directives(node.selection_set, fragments, set())
             for node in nodes
         )
         if len(self._collected) >= MAX_COLLECTED:
@@ -146,7 +146,7 @@ class ShortcutExecutionContext(PerEventExecutionContext):
         try:
             plan = self._plans[key]
         except KeyError:
-            plan = self._plans[key] = _plan(parent_type, name)
+            plan = self._plans[key] = leaf_plan(parent_type, name)
         if plan is None or node.arguments:
             return _NOT_PLAIN
         resolve, leaf, nullable = plan
