@@ -10,6 +10,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from datadiver_graph.embedded import free_port
+from datadiver_graph.http_transport import HTTP_PROTOCOL
 from datadiver_graph.ws_transport import WS_PROTOCOL
 
 
@@ -24,7 +25,8 @@ async def serve_app(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]
         log_level="warning",
         lifespan="on",
         ws_per_message_deflate=False,
-        ws=WS_PROTOCOL,  # what `serve` runs
+        http=HTTP_PROTOCOL,  # what `serve` runs
+        ws=WS_PROTOCOL,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

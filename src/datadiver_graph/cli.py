@@ -117,6 +117,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from datadiver_graph.app import create_app, preflight
+    from datadiver_graph.http_transport import HTTP_PROTOCOL
     from datadiver_graph.ws_transport import WS_PROTOCOL
 
     preflight(settings)  # before anything starts: a bad configuration fails in one line
@@ -142,6 +143,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # uvicorn's sans-I/O WebSocket protocol, keeping ~10 KiB less per open
             # connection (thousands of idle subscribers; see ws_transport.py).
             "ws": WS_PROTOCOL,
+            # uvicorn's httptools protocol, sending a response in one write (http_transport.py).
+            "http": HTTP_PROTOCOL,
             "timeout_graceful_shutdown": 10,
             "proxy_headers": True,
             # Our middleware logs each request (with its id); no second line from uvicorn,
