@@ -29,6 +29,7 @@ from datadiver_graph.graphql.http import GraphQLView
 from datadiver_graph.logs import configure_logging
 from datadiver_graph.ratelimit import create_rate_limiter
 from datadiver_graph.store import Store
+from datadiver_graph.ws_shortcut import WebSocketShortcut
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,13 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
             if embedded is not None:
                 embedded.stop()
 
+    graphql_websocket = WebSocketRoute("/graphql", graphql)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics.metrics_endpoint),
         Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
+        graphql_websocket,
         *webhooks.ROUTES,
     ]
     if dev_keys.dev_mode(settings):
@@ -188,6 +190,8 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
                 max_age=600,
             )
         )
+    # Innermost: a /graphql WebSocket skips the router (and what it keeps per connection).
+    middleware.append(Middleware(WebSocketShortcut, route=graphql_websocket))
     app = Starlette(
         routes=routes,
         middleware=middleware,

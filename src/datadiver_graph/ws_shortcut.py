@@ -1,0 +1,34 @@
+"""WebSocket connections to /graphql go from our middleware straight to the GraphQL view.
+
+A WebSocket's ASGI call lasts as long as the connection, and every layer it passes keeps a
+suspended frame, some of them closures too, for all that time. Starlette's exception
+middleware, router and route held about 2.3 KiB per idle subscription
+(`python -m bench.subs_memory`), against a budget of 20 KiB for the whole subscription.
+None of them does anything for this endpoint: the view closes with the protocol's own codes
+and never raises Starlette's WebSocketException. So this sits innermost among our
+middleware (the access log still sees every connection) and hands a matching connection
+to the route's app with the scope the router would have given it.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import Match, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class WebSocketShortcut:
+    __slots__ = ("app", "route")
+
+    def __init__(self, app: ASGIApp, route: WebSocketRoute) -> None:
+        self.app = app
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            match, child_scope = self.route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                scope["route"] = self.route  # what the router sets; the access log reads it
+                await self.route.app(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
