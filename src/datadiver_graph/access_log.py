@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -38,13 +39,14 @@ class AccessLogMiddleware:
         self.app = app
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: a WebSocket's call lasts as long as the connection, and
+        # each suspended frame on its way costs every idle subscriber memory.
         if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._http(scope, receive, send)
+        if scope["type"] == "websocket":
+            return self._websocket(scope, receive, send)
+        return self.app(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = valid_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
@@ -86,48 +88,68 @@ class AccessLogMiddleware:
         request_id = valid_request_id(Headers(scope=scope).get(REQUEST_ID_HEADER))
         request_id = request_id or new_request_id()
         token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        accepted = False
-        close_code: int | None = None
-        closed_by = "server"
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal accepted, close_code
-            if message["type"] == "websocket.accept":
-                headers = list(message.get("headers") or [])
-                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
-                message = {**message, "headers": headers}
-            elif message["type"] == "websocket.close" and close_code is None:
-                close_code = message.get("code", 1000)
-            await send(message)
-            if message["type"] == "websocket.accept" and not accepted:
-                accepted = True
-                self.metrics.websocket_connections.inc()
-
-        async def receive_close(message_source: Receive = receive) -> Message:
-            nonlocal close_code, closed_by
-            message = await message_source()
-            if message["type"] == "websocket.disconnect" and close_code is None:
-                close_code = message.get("code", 1005)
-                closed_by = "client"
-            return message
-
+        connection = _WebSocketLog(self.metrics, request_id, receive, send)
         try:
-            await self.app(scope, receive_close, send_with_id)
+            await self.app(scope, connection.receive, connection.send)
         finally:
-            if accepted:
+            if connection.accepted:
                 self.metrics.websocket_connections.dec()
             log.info(
                 "websocket %s closed (%s)",
                 scope.get("path", ""),
-                close_code,
+                connection.close_code,
                 extra={
                     "event": "websocket",
                     "path": scope.get("path", ""),
-                    "accepted": accepted,
-                    "close_code": close_code,
-                    "closed_by": closed_by,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "accepted": connection.accepted,
+                    "close_code": connection.close_code,
+                    "closed_by": connection.closed_by,
+                    "duration_ms": round((time.perf_counter() - connection.started) * 1000, 2),
                 },
             )
             request_id_var.reset(token)
+
+
+class _WebSocketLog:
+    """What the log line of one WebSocket needs, seen on its way in and out. A slotted object
+    rather than closures: it lives as long as the connection, thousands at a time."""
+
+    __slots__ = (
+        "_metrics",
+        "_receive",
+        "_send",
+        "accepted",
+        "close_code",
+        "closed_by",
+        "request_id",
+        "started",
+    )
+
+    def __init__(self, metrics: Metrics, request_id: str, receive: Receive, send: Send) -> None:
+        self._metrics = metrics
+        self._receive = receive
+        self._send = send
+        self.request_id = request_id
+        self.started = time.perf_counter()
+        self.accepted = False
+        self.close_code: int | None = None
+        self.closed_by = "server"
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "websocket.accept":
+            headers = list(message.get("headers") or [])
+            headers.append((REQUEST_ID_HEADER.encode(), self.request_id.encode()))
+            message = {**message, "headers": headers}
+        elif message["type"] == "websocket.close" and self.close_code is None:
+            self.close_code = message.get("code", 1000)
+        await self._send(message)
+        if message["type"] == "websocket.accept" and not self.accepted:
+            self.accepted = True
+            self._metrics.websocket_connections.inc()
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect" and self.close_code is None:
+            self.close_code = message.get("code", 1005)
+            self.closed_by = "client"
+        return message

@@ -12,6 +12,8 @@ to the route's app with the scope the router would have given it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.routing import Match, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,12 +25,12 @@ class WebSocketShortcut:
         self.app = app
         self.route = route
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: no frame of this layer is kept per connection either.
         if scope["type"] == "websocket":
             match, child_scope = self.route.matches(scope)
             if match is Match.FULL:
                 scope.update(child_scope)
                 scope["route"] = self.route  # what the router sets; the access log reads it
-                await self.route.app(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+                return self.route.app(scope, receive, send)
+        return self.app(scope, receive, send)
