@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from pydantic import SecretStr
+from pymongo import monitoring
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
@@ -450,3 +451,49 @@ async def test_internal_errors_are_masked_in_production(
     message = result.errors[0]["message"]
     assert (message == "Internal server error") is masked
     assert ("status" in message) is not masked
+
+
+class SessionReads(monitoring.CommandListener):
+    """Counts `find` commands on the sessions collection (PyMongo's command monitoring)."""
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if self.counting and event.command_name == "find":
+            if event.command.get("find") == "sessions":
+                self.count += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_session_reads = SessionReads()
+monitoring.register(_session_reads)  # clients made from now on report to it
+
+
+@pytest.mark.parametrize("caller", ["owner", "service", "missing"])
+async def test_get_session_reads_the_session_once(
+    api: httpx.AsyncClient, token_for: Callable[[str], str], caller: str
+) -> None:
+    """The ownership check's read is the one the resolver answers with."""
+    created = await gql(api, CREATE, {"sessionId": "s-once"}, token=token_for("user_ada"))
+    assert created.errors == []
+    session_id = "s-nope" if caller == "missing" else "s-once"
+    query = "query($id: String!) { getSession(sessionId: $id) { sessionId version } }"
+    _session_reads.count, _session_reads.counting = 0, True
+    try:
+        if caller == "service":
+            result = await gql(api, query, {"id": session_id}, service_key=SERVICE_KEY)
+        else:
+            result = await gql(api, query, {"id": session_id}, token=token_for("user_ada"))
+    finally:
+        _session_reads.counting = False
+    assert result.errors == []
+    expected = None if caller == "missing" else {"sessionId": "s-once", "version": 1}
+    assert result.data == {"getSession": expected}
+    assert _session_reads.count == 1

@@ -54,6 +54,21 @@ class OwnsSession(BasePermission):
         if identity.is_service:
             return True
         session = await sessions.get(info.context.store, kwargs["session_id"])
+        # Strawberry hands the permission and the resolver of a field the same Info, which
+        # lives as long as that one field's execution: the resolver may use this read.
+        setattr(info, _SESSION_READ, (kwargs["session_id"], session))
         if session is not None and session.user_id != identity.user_id:
             raise forbidden("this session belongs to another user")
         return True
+
+
+_SESSION_READ = "_datadiver_session_read"
+
+
+async def checked_session(info: Info, session_id: str) -> sessions.Session | None:
+    """The session OwnsSession read for this field, else read now (a service caller)."""
+    read = getattr(info, _SESSION_READ, None)
+    if read is not None and read[0] == session_id:
+        found: sessions.Session | None = read[1]
+        return found
+    return await sessions.get(info.context.store, session_id)

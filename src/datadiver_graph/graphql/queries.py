@@ -8,7 +8,7 @@ from datadiver_graph.domain import billing, payments, sessions, users
 from datadiver_graph.graphql.billing_types import BillingSubscription
 from datadiver_graph.graphql.context import Info
 from datadiver_graph.graphql.errors import unauthenticated
-from datadiver_graph.graphql.permissions import ActsForUser, OwnsSession
+from datadiver_graph.graphql.permissions import ActsForUser, OwnsSession, checked_session
 from datadiver_graph.graphql.types import Connection, PaymentAttempt, Session, User, connection
 
 
@@ -50,7 +50,7 @@ class Query:
 
     @strawberry.field(permission_classes=[OwnsSession], description="Null when it does not exist.")
     async def get_session(self, info: Info, session_id: str) -> Session | None:
-        session = await sessions.get(info.context.store, session_id)
+        session = await checked_session(info, session_id)
         return Session.from_record(session) if session else None
 
     @strawberry.field(permission_classes=[ActsForUser])
