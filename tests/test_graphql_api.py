@@ -461,9 +461,8 @@ class SessionReads(monitoring.CommandListener):
         self.count = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.counting and event.command_name == "find":
-            if event.command.get("find") == "sessions":
-                self.count += 1
+        if self.counting and event.command.get("find") == "sessions":
+            self.count += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
