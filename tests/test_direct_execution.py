@@ -135,6 +135,35 @@ async def test_nested_fields_aliases_fragments_and_directives_are_the_same(
         assert ("meta" in edges[0]["node"]) is variables["withMeta"]
 
 
+async def test_planned_connections_are_the_same(
+    api: httpx.AsyncClient, store: Store, direct_runs: list[str]
+) -> None:
+    """A connection query qualifies for a plan (graphql/query_plans.py): lists, nested
+    objects, fragments and aliases answered by it match strawberry's path."""
+    for index in range(3):
+        await sessions.create(store, "user_ada", session_id=f"p{index}", metadata={"n": index})
+    query = """
+      query Page($first: Int, $after: String) {
+        page: getUserSessions(userId: "user_ada", first: $first, after: $after) {
+          edges { cursor node { ...S __typename } }
+          ids: nodes { sessionId }
+          pageInfo { hasNextPage endCursor }
+        }
+      }
+      fragment S on Session { sessionId active metadata createdAt endedAt version }
+    """
+    service = {"x-service-key": SERVICE_KEY}
+    first = assert_same(*await both_paths(api, direct_runs, query, {"first": 2}, headers=service))
+    page = first["data"]["page"]
+    assert [node["sessionId"] for node in page["ids"]] == ["p2", "p1"]
+    assert page["pageInfo"]["hasNextPage"] is True
+    after = {"first": 2, "after": page["pageInfo"]["endCursor"]}
+    rest = assert_same(*await both_paths(api, direct_runs, query, after, headers=service))
+    assert [edge["node"]["sessionId"] for edge in rest["data"]["page"]["edges"]] == ["p0"]
+    bad = assert_same(*await both_paths(api, direct_runs, query, {"after": "x"}, headers=service))
+    assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 async def test_errors_are_the_same(
     api: httpx.AsyncClient,
     database: Database,

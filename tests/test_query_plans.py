@@ -54,6 +54,36 @@ def make_thing(kind: str) -> Thing | None:
     return Thing(**fields)
 
 
+@strawberry.type
+class Box:
+    label: str
+    thing: Thing | None
+    things: list[Thing]
+    maybe: list[Thing | None] | None
+    tags: list[str]
+
+
+def make_box(kind: str) -> Box:
+    fields: dict[str, Any] = {
+        "label": "b",
+        "thing": make_thing("ok"),
+        "things": [make_thing("ok"), make_thing("ok")],
+        "maybe": [make_thing("ok"), None],
+        "tags": ["x", "y"],
+    }
+    if kind == "null-item":
+        fields["things"] = [make_thing("ok"), None]  # a null item where the schema says non-null
+    elif kind == "nested-null":
+        fields["thing"] = make_thing("null-name")
+    elif kind == "tuple":
+        fields["things"] = (make_thing("ok"),)
+    elif kind == "generator":
+        fields["things"] = (make_thing("ok") for _ in range(2))
+    elif kind == "bad-item":
+        fields["maybe"] = [make_thing("bad-count")]
+    return Box(**fields)
+
+
 RESOLVER_CALLS: list[str] = []
 
 
@@ -74,6 +104,10 @@ class Query:
         thing = make_thing(kind)
         assert thing is not None or kind == "none"
         return thing  # type: ignore[return-value]
+
+    @strawberry.field
+    def box(self, kind: str = "ok") -> Box:
+        return make_box(kind)
 
     @strawberry.field
     def things(self) -> list[Thing]:
@@ -109,6 +143,14 @@ PLANNED = [
     ("query($k: String!) { later(kind: $k) { name } }", {"k": 12}),
     ("query($k: String!) { later(kind: $k) { name } }", {}),
     ('query($k: String = "none") { later(kind: $k) { name } }', None),
+    ("{ things { name count } }", None),
+    ("{ box { label tags thing { name } things { name } maybe { count } } }", None),
+    ('{ box(kind: "null-item") { things { name } } }', None),
+    ('{ box(kind: "nested-null") { label thing { name count } } }', None),
+    ('{ box(kind: "tuple") { things { ...F } } } fragment F on Thing { name }', None),
+    ('{ box(kind: "generator") { things { name } } }', None),
+    ('{ box(kind: "bad-item") { maybe { count } } }', None),
+    ("{ box { t: thing { __typename n: name } other: thing { colour } } }", None),
 ]
 
 
@@ -147,6 +189,11 @@ async def test_the_plan_answers_alone_and_hands_irregular_values_to_graphql_core
     # A value the schema cannot carry: graphql-core runs the operation again and reports it.
     assert await planned('{ thing(kind: "null-name") { name } }') is None
     assert await planned('{ thing(kind: "bad-count") { count } }') is None
+    assert await planned('{ box(kind: "null-item") { things { name } } }') is None
+    nested = await planned("{ box { things { name } maybe { count } } }")
+    assert nested is not None and nested.data == {
+        "box": {"things": [{"name": "a"}, {"name": "a"}], "maybe": [{"count": 2}, None]}
+    }
     assert RESOLVER_CALLS == ["ok", "raise", "null-name", "bad-count"]
 
 
@@ -158,8 +205,8 @@ NOT_PLANNED = [
     "{ getCurrentUser { billingStatus } }",
     "query($x: Boolean!) { getCurrentUser { id name @include(if: $x) } }",
     "{ getCurrentUser @skip(if: false) { id } }",
-    "{ getUserSessions { edges { node { sessionId } } } }",
-    "{ getSubscription { status plan { __typename } } }",
+    "{ getUserSessions { edges { node { sessionId } } } getCurrentUser { id } }",
+    "{ getCurrentUser { id } ... on Query { getLatestPayment { id } } }",
     "{ __schema { queryType { name } } }",
 ]
 
@@ -181,6 +228,9 @@ def test_the_api_s_common_reads_are_planned() -> None:
         "query($id: String!) { getSession(sessionId: $id) { ...S __typename } } "
         "fragment S on Session { sessionId userId active metadata lastActivity endedAt }",
         "{ getLatestPayment { id status amount currency totals paidAt } }",
+        "query($n: Int) { getUserSessions(first: $n) { edges { cursor node { sessionId "
+        "metadata } } nodes { version } pageInfo { hasNextPage endCursor } } }",
+        "{ getSubscription { status items { status } plan { __typename } } }",
     ):
         prepared = prepare_operation(schema, query, None)
         assert prepared is not None

@@ -22,6 +22,7 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLField,
     GraphQLLeafType,
     GraphQLObjectType,
     InlineFragmentNode,
@@ -44,14 +45,17 @@ _LeafPlan = tuple[Any, GraphQLLeafType, bool] | None
 _NOT_PLAIN = object()
 
 
+def is_default_resolver(field: GraphQLField) -> bool:
+    """Strawberry's resolver of a field without one of its own: it reads the attribute and
+    never looks at its resolve info (strawberry marks it)."""
+    return field.resolve is not None and bool(getattr(field.resolve, "_is_default", False))
+
+
 def leaf_plan(parent_type: GraphQLObjectType, name: str) -> _LeafPlan:
     field = parent_type.fields.get(name)
-    if field is None or field.args:
+    if field is None or field.args or not is_default_resolver(field):
         return None
     resolve = field.resolve
-    # strawberry marks its resolver of a field that has no resolver of its own.
-    if resolve is None or not getattr(resolve, "_is_default", False):
-        return None
     leaf = get_nullable_type(field.type)
     if not is_leaf_type(leaf):
         return None

@@ -1,27 +1,30 @@
-"""The most common query shape answered without graphql-core's executor.
+"""The most common query shapes answered without graphql-core's executor.
 
 Frontends call `getCurrentUser { id name email ... }` on every page: one root field whose
 resolver reads one record, and a selection of that record's plain fields. graphql-core's
 executor spends about 40 µs per such request on machinery the shape never needs (an
 executor object, incremental-delivery bookkeeping, a path and a dispatch per field), more
-than the rest of the GraphQL layer together. For a document of exactly this shape a plan
-is made once, when the document is first seen, and each request then does only:
+than the rest of the GraphQL layer together. For a document of this shape a plan is made
+once, when the document is first seen, and each request then does only:
 
 - coerce the variables and the root field's arguments (graphql-core's own functions, so
   the answers, errors included, are the same),
 - call the root field's strawberry resolver (permissions and all) with a real resolve info,
-- read and coerce the selected fields into the response in one loop.
+- read and coerce the selected fields into the response in one pass over the plan.
 
 A resolver error is located and reported as graphql-core reports it. Anything irregular
 after the resolver returned (a null where the schema says non-null, a value that does not
-coerce) answers None: the caller then runs the whole operation on graphql-core, which
-reports it exactly as before. Only queries are planned, so running the resolver a second
-time in that (buggy, rare) case reads twice and changes nothing.
+coerce, a list that is not a list) answers None: the caller then runs the whole operation
+on graphql-core, which reports it exactly as before. Only queries are planned, so running
+the resolver a second time in that (buggy, rare) case reads twice and changes nothing.
 
 A document qualifies when its operation is a query with one root field (no
-introspection), nothing in it carries a directive, and the root field returns an object
-type (no interfaces, unions or lists) of which only `__typename` and plain fields (a leaf
-type, no arguments, strawberry's default resolver) are selected.
+introspection), nothing in it carries a directive, and below the root field every selected
+field is plain: no arguments, strawberry's default resolver (an attribute of the value),
+and a leaf, object or list type (no interfaces or unions, no lists of lists). That covers
+`getCurrentUser`, `getSession`, `getLatestPayment` and the connections of
+`getUserSessions` and `getPaymentAttempts`; a field with a resolver of its own (`User.plan`)
+leaves the whole document to graphql-core.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ from graphql import (
     FragmentDefinitionNode,
     GraphQLError,
     GraphQLField,
+    GraphQLList,
     GraphQLObjectType,
     GraphQLResolveInfo,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
     get_nullable_type,
+    is_leaf_type,
+    is_list_type,
     is_non_null_type,
     is_object_type,
     located_error,
@@ -58,7 +64,7 @@ from graphql.pyutils import Path, Undefined
 from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.execution import optimized_is_awaitable
 
-from datadiver_graph.graphql.execution import leaf_plan, without_directives
+from datadiver_graph.graphql.execution import is_default_resolver, without_directives
 
 # Same as graphql-core's `execute` default.
 MAX_COERCION_ERRORS = 50
@@ -66,9 +72,81 @@ MAX_COERCION_ERRORS = 50
 # sending ever new documents cannot grow it without bound.
 MAX_PLANS = 4096
 
-# (response key, resolver, leaf type, nullable); resolver None: `__typename`, whose
-# value is the type's name in the leaf-type slot.
-_Entry = tuple[str, Any, Any, bool]
+
+class _Field:
+    """One selected field below the root: how to read it and how to complete its value."""
+
+    __slots__ = ("fields", "is_list", "item_nullable", "key", "leaf", "nullable", "resolve")
+
+    def __init__(
+        self,
+        key: str,
+        resolve: Any,
+        *,
+        nullable: bool,
+        leaf: Any = None,
+        fields: tuple[_Field, ...] | None = None,
+        is_list: bool = False,
+        item_nullable: bool = False,
+    ) -> None:
+        self.key = key
+        # Strawberry's default resolver; None for `__typename`, whose value is in `leaf`.
+        self.resolve = resolve
+        self.nullable = nullable
+        self.leaf = leaf  # the leaf type (coerces the value), when not an object
+        self.fields = fields  # the object's selected fields, when an object
+        self.is_list = is_list
+        self.item_nullable = item_nullable
+
+
+def _complete_object(source: Any, fields: tuple[_Field, ...]) -> dict[str, Any] | None:
+    """The response object for `source`; None when anything is irregular."""
+    completed: dict[str, Any] = {}
+    for field in fields:
+        if field.resolve is None:
+            completed[field.key] = field.leaf
+            continue
+        try:
+            value = field.resolve(source, None)
+        except Exception:
+            return None
+        if value is None:
+            if not field.nullable:
+                return None
+            completed[field.key] = None
+            continue
+        if field.is_list:
+            if not isinstance(value, list | tuple):
+                return None
+            items: list[Any] = []
+            for item in value:
+                if item is None:
+                    if not field.item_nullable:
+                        return None
+                    items.append(None)
+                    continue
+                done = _complete_item(item, field)
+                if done is None:
+                    return None
+                items.append(done)
+            completed[field.key] = items
+            continue
+        done = _complete_item(value, field)
+        if done is None:
+            return None
+        completed[field.key] = done
+    return completed
+
+
+def _complete_item(value: Any, field: _Field) -> Any:
+    """A non-null value of the field's (item) type, completed; None when irregular."""
+    if field.fields is not None:
+        return _complete_object(value, field.fields)
+    try:
+        coerced = field.leaf.coerce_output_value(value)
+    except Exception:
+        return None
+    return None if coerced is Undefined else coerced
 
 
 async def _gather(values: Sequence[Awaitable[Any]]) -> list[Any]:
@@ -99,9 +177,9 @@ class QueryPlan:
     field: GraphQLField
     field_nodes: list[FieldNode]
     root_type: GraphQLObjectType
-    object_type: GraphQLObjectType
     non_null: bool
-    entries: tuple[_Entry, ...]
+    # How to complete what the root resolver returns (its `resolve` is not used).
+    completion: _Field
 
     async def run(self, context: Any, variables: dict[str, Any] | None) -> ExecutionResult | None:
         """The result, or None when graphql-core must run the operation instead."""
@@ -152,29 +230,8 @@ class QueryPlan:
             return ExecutionResult(None if self.non_null else {self.key: None}, [error])
         if source is None:
             return None if self.non_null else ExecutionResult({self.key: None}, None)
-        completed = self._complete(source)
-        return None if completed is None else ExecutionResult({self.key: completed}, None)
-
-    def _complete(self, source: Any) -> dict[str, Any] | None:
-        completed: dict[str, Any] = {}
-        for key, resolve, leaf, nullable in self.entries:
-            if resolve is None:
-                completed[key] = leaf
-                continue
-            try:
-                value = resolve(source, None)
-                if value is None:
-                    if not nullable:
-                        return None
-                    completed[key] = None
-                    continue
-                coerced = leaf.coerce_output_value(value)
-            except Exception:
-                return None
-            if coerced is None or coerced is Undefined:
-                return None
-            completed[key] = coerced
-        return completed
+        completed = _complete_object({self.key: source}, (self.completion,))
+        return None if completed is None else ExecutionResult(completed, None)
 
 
 _plans: dict[int, tuple[OperationDefinitionNode, QueryPlan | None]] = {}
@@ -209,33 +266,18 @@ def _make_plan(
     if not without_directives(operation.selection_set, definitions, set()):
         return None
     fragments = {name: FragmentDetails(d) for name, d in definitions.items()}
-    # Without directives, collecting fields reads no variable.
-    no_values = VariableValues({}, {})
-    root = collect_fields(schema, fragments, no_values, root_type, operation)
+    root = collect_fields(schema, fragments, _NO_VALUES, root_type, operation)
     if root.new_defer_usages or len(root.grouped_field_set) != 1:
         return None
     ((key, details),) = root.grouped_field_set.items()
-    name = details[0].node.name.value
-    field = root_type.fields.get(name)
+    field = root_type.fields.get(details[0].node.name.value)
     if field is None or field.resolve is None:
         return None  # introspection (__typename, __schema, __type)
-    object_type = get_nullable_type(field.type)
-    if not is_object_type(object_type) or object_type.is_type_of is not None:
+    planner = _Planner(schema, fragments, operation)
+    # The root value is completed as a dict's entry, read with `dict.get`.
+    completion = planner.field(key, field, details, resolve=_ROOT_READER)
+    if completion is None:
         return None
-    sub = collect_subfields(schema, fragments, no_values, operation, object_type, details)
-    if sub.new_defer_usages:
-        return None
-    entries: list[_Entry] = []
-    for sub_key, sub_details in sub.grouped_field_set.items():
-        sub_node = sub_details[0].node
-        if sub_node.name.value == "__typename":
-            entries.append((sub_key, None, object_type.name, False))
-            continue
-        plan = leaf_plan(object_type, sub_node.name.value)
-        if plan is None or any(d.node.arguments for d in sub_details):
-            return None
-        resolve, leaf, nullable = plan
-        entries.append((sub_key, resolve, leaf, nullable))
     return QueryPlan(
         schema=schema,
         operation=operation,
@@ -244,7 +286,91 @@ def _make_plan(
         field=field,
         field_nodes=[d.node for d in details],
         root_type=root_type,
-        object_type=object_type,
         non_null=is_non_null_type(field.type),
-        entries=tuple(entries),
+        completion=completion,
     )
+
+
+def _read_root(source: dict[str, Any], _info: None) -> Any:
+    return next(iter(source.values()))
+
+
+_ROOT_READER = _read_root
+
+
+class _Planner:
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        fragments: dict[str, FragmentDetails],
+        operation: OperationDefinitionNode,
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.operation = operation
+
+    def field(self, key: str, field: GraphQLField, details: Any, *, resolve: Any) -> _Field | None:
+        """The plan of a selected field, or None when it is not plain."""
+        nullable = not is_non_null_type(field.type)
+        inner: Any = get_nullable_type(field.type)
+        is_list = isinstance(inner, GraphQLList)
+        item_nullable = False
+        if isinstance(inner, GraphQLList):
+            item_nullable = not is_non_null_type(inner.of_type)
+            inner = get_nullable_type(inner.of_type)
+            if is_list_type(inner):
+                return None
+        if is_leaf_type(inner):
+            return _Field(
+                key,
+                resolve,
+                nullable=nullable,
+                leaf=inner,
+                is_list=is_list,
+                item_nullable=item_nullable,
+            )
+        if not is_object_type(inner):
+            return None  # an interface or a union: graphql-core resolves the type
+        fields = self.selection(inner, details)
+        if fields is None:
+            return None
+        return _Field(
+            key,
+            resolve,
+            nullable=nullable,
+            fields=fields,
+            is_list=is_list,
+            item_nullable=item_nullable,
+        )
+
+    def selection(self, object_type: GraphQLObjectType, details: Any) -> tuple[_Field, ...] | None:
+        if object_type.is_type_of is not None:
+            return None
+        sub = collect_subfields(
+            self.schema, self.fragments, _NO_VALUES, self.operation, object_type, details
+        )
+        if sub.new_defer_usages:
+            return None
+        fields: list[_Field] = []
+        for key, sub_details in sub.grouped_field_set.items():
+            name = sub_details[0].node.name.value
+            if name == "__typename":
+                fields.append(_Field(key, None, nullable=False, leaf=object_type.name))
+                continue
+            field = object_type.fields.get(name)
+            if (
+                field is None
+                or field.args
+                or any(d.node.arguments for d in sub_details)
+                or not is_default_resolver(field)
+            ):
+                return None
+            planned = self.field(key, field, sub_details, resolve=field.resolve)
+            if planned is None:
+                return None
+            fields.append(planned)
+        return tuple(fields)
+
+
+# Without directives, collecting fields reads no variable.
+_NO_VALUES = VariableValues({}, {})
