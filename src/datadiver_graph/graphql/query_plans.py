@@ -274,8 +274,7 @@ def _make_plan(
     if field is None or field.resolve is None:
         return None  # introspection (__typename, __schema, __type)
     planner = _Planner(schema, fragments, operation)
-    # The root value is completed as a dict's entry, read with `dict.get`.
-    completion = planner.field(key, field, details, resolve=_ROOT_READER)
+    completion = planner.field(key, field, details, resolve=_root_value)
     if completion is None:
         return None
     return QueryPlan(
@@ -291,11 +290,9 @@ def _make_plan(
     )
 
 
-def _read_root(source: dict[str, Any], _info: None) -> Any:
+def _root_value(source: dict[str, Any], _info: None) -> Any:
+    """The root resolver's result: `run` completes it as the one entry of a dict."""
     return next(iter(source.values()))
-
-
-_ROOT_READER = _read_root
 
 
 class _Planner:
