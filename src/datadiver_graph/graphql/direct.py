@@ -6,8 +6,9 @@ view adds layers of its own: measured, about 300 µs per request beyond graphql-
 execution (bench/RESULTS.md), twice the whole budget of the GraphQL layer. The common
 request is one query or mutation whose text this process has already parsed and
 validated; for it this module does only what that needs: the cached document, graphql-core's
-`execute` with the same strawberry resolvers and permission classes, the timeout, error
-codes, and the operation's log line and metrics (the same as the extensions do).
+`execute` with the same strawberry resolvers and permission classes (or, for the shapes
+query_plans.py knows, its plan), the timeout, error codes, and the operation's log line and
+metrics (the same as the extensions do).
 
 `prepare_operation` answers None for anything else (a syntax or validation error, a
 subscription, an unknown operation name): strawberry's own path then answers it exactly
