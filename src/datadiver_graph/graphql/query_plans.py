@@ -71,6 +71,9 @@ MAX_COERCION_ERRORS = 50
 # Distinct operations planned at most; past it the cache starts again, so clients
 # sending ever new documents cannot grow it without bound.
 MAX_PLANS = 4096
+# The variables of an operation that declares none; also what collecting the fields of a
+# document without directives reads (nothing). graphql-core never changes them.
+_NO_VALUES = VariableValues({}, {})
 
 
 class _Field:
@@ -194,7 +197,7 @@ class QueryPlan:
             if isinstance(values, list):
                 return None  # graphql-core reports the coercion errors
         else:
-            values = VariableValues({}, {})
+            values = _NO_VALUES
         node = self.field_nodes[0]
         try:
             args = (
@@ -367,7 +370,3 @@ class _Planner:
                 return None
             fields.append(planned)
         return tuple(fields)
-
-
-# Without directives, collecting fields reads no variable.
-_NO_VALUES = VariableValues({}, {})
