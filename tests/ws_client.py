@@ -125,6 +125,9 @@ class GraphQLWebSocket:
                 frame = await self.ws.recv()
         except ConnectionClosed as exc:
             raise ServerClosed(*_close_of(exc)) from None
+        if not isinstance(frame, str):
+            # Both protocols are text protocols: graphql-ws, gql and browsers refuse bytes.
+            raise AssertionError(f"the server sent a binary frame: {frame[:80]!r}")
         message: dict[str, Any] = json.loads(frame)
         return message
 

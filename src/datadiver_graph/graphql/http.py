@@ -11,9 +11,10 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types.unset import UnsetType
@@ -109,7 +110,23 @@ def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str
     return 200, {}
 
 
+class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
+    """Sends every GraphQL WebSocket message as a text frame.
+
+    Both GraphQL WebSocket protocols are text protocols: graphql-ws, Apollo, urql, `gql`
+    and browsers refuse binary frames. Strawberry sends bytes whenever `encode_json`
+    returns bytes (which the HTTP side wants), so the socket encodes on its own.
+    """
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class GraphQLView(GraphQL[Context, None]):
+    websocket_adapter_class = TextFrameWebSocketAdapter  # type: ignore[assignment]
     # graphql-transport-ws subscriptions run as one task-less object each (ws_handler.py).
     graphql_transport_ws_handler_class = LiveTransportWSHandler
 
