@@ -126,7 +126,7 @@ class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
 
 
 class GraphQLView(GraphQL[Context, None]):
-    websocket_adapter_class = TextFrameWebSocketAdapter  # type: ignore[assignment]
+    websocket_adapter_class = TextFrameWebSocketAdapter
     # graphql-transport-ws subscriptions run as one task-less object each (ws_handler.py).
     graphql_transport_ws_handler_class = LiveTransportWSHandler
 
