@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/datadiver-graph serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+# The client-conformance suite's libraries, pinned by tests/clients/package-lock.json.
+CLIENTS := tests/clients
+$(CLIENTS)/node_modules/.package-lock.json: $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+
+test: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
 	$(BIN)/datadiver-graph schema --check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -40,4 +45,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache $(CLIENTS)/node_modules
