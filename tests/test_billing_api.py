@@ -270,3 +270,62 @@ async def test_live_billing_status_of_another_user_is_forbidden(
         assert [e["extensions"]["code"] for e in errors] == ["FORBIDDEN"]
     finally:
         await ws.close()
+
+
+# ---- cache identity (issue 14): every cached type has an `id` -------------------------------
+
+
+async def test_billing_subscription_id_is_the_payers_record_and_stays_put(
+    api: httpx.AsyncClient, database: Database, token_for: Callable[[str], str]
+) -> None:
+    query = "{ getSubscription { id subscriptionId items { id } } }"
+    # An item event before any subscription event: the record exists, Clerk's id does not.
+    _, first_item, _, _ = HISTORY[1]
+    await webhook(api, first_item)
+    early = (await gql(api, query, token=token_for(USER_ID))).data["getSubscription"]
+    stored = await database.db["billingSubscriptions"].find_one({"payerKey": f"user:{USER_ID}"})
+    assert stored is not None
+    assert early["id"] == stored["_id"] and early["subscriptionId"] is None
+    await replay(api, len(HISTORY))
+    later = (await gql(api, query, token=token_for(USER_ID))).data["getSubscription"]
+    assert later["subscriptionId"] == "csub_1"
+    assert later["id"] == early["id"]
+    assert "csubi_pro" in {i["id"] for i in later["items"]}
+
+
+async def test_billing_subscription_ids_differ_between_payers(
+    api: httpx.AsyncClient, token_for: Callable[[str], str]
+) -> None:
+    await replay(api, 1)
+    mine = await gql(api, "{ getSubscription { id } }", token=token_for(USER_ID))
+    _, payload, _, _ = HISTORY[0]
+    theirs_payload = json.loads(json.dumps(payload).replace(USER_ID, OTHER_USER))
+    theirs_payload["data"]["id"] = "csub_other"
+    await webhook(api, theirs_payload)
+    theirs = await gql(api, "{ getSubscription { id } }", token=token_for(OTHER_USER))
+    assert mine.data["getSubscription"]["id"] and theirs.data["getSubscription"]["id"]
+    assert mine.data["getSubscription"]["id"] != theirs.data["getSubscription"]["id"]
+
+
+async def test_live_billing_state_id_is_the_user_and_its_subscription_keeps_its_id(
+    api: httpx.AsyncClient, app_url: str, token_for: Callable[[str], str]
+) -> None:
+    live = "subscription { billingStatus { id userId billingStatus subscription { id } } }"
+    ws = await _open(app_url, token_for(USER_ID))
+    try:
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": live}}))
+        first = (await _receive(ws))["payload"]["data"]["billingStatus"]
+        # No subscription yet: the state still has the user's id.
+        assert first == {
+            "id": USER_ID,
+            "userId": USER_ID,
+            "billingStatus": "NONE",
+            "subscription": None,
+        }
+        await replay(api, 1)
+        update = (await _receive(ws))["payload"]["data"]["billingStatus"]
+        assert update["id"] == USER_ID and update["billingStatus"] == "ACTIVE"
+        fetched = await gql(api, "{ getSubscription { id } }", token=token_for(USER_ID))
+        assert update["subscription"] == {"id": fetched.data["getSubscription"]["id"]}
+    finally:
+        await ws.close()

@@ -496,3 +496,50 @@ async def test_get_session_reads_the_session_once(
     expected = None if caller == "missing" else {"sessionId": "s-once", "version": 1}
     assert result.data == {"getSession": expected}
     assert _session_reads.count == 1
+
+
+# --- cache identity (issue 14): `id` is the key Apollo and urql normalise on ------------------
+
+
+async def test_session_id_is_the_stored_id_and_every_operation_returns_the_same_one(
+    api: httpx.AsyncClient, database: Database, token_for: Callable[[str], str]
+) -> None:
+    token = token_for("user_ada")
+    created = await gql(api, CREATE, {"sessionId": "sess_cache"}, token=token)
+    assert created.errors == []
+    stored = await database.sessions.find_one({"sessionId": "sess_cache"})
+    assert stored is not None
+    expected = {"id": stored["_id"], "sessionId": "sess_cache"}
+    other = await gql(api, CREATE, {"sessionId": "sess_other"}, token=token)
+    assert other.errors == []
+    keys = "{ id sessionId }"
+    by_sid = {"id": "sess_cache"}
+    for document in [
+        f"query($id: String!) {{ getSession(sessionId: $id) {keys} }}",
+        f"mutation($id: String!) {{ updateSession(sessionId: $id, metadata: {{a: 1}}) {keys} }}",
+        f"mutation($id: String!) {{ touchSession(sessionId: $id) {keys} }}",
+        f"mutation($id: String!) {{ endSession(sessionId: $id) {keys} }}",
+    ]:
+        result = await gql(api, document, by_sid, token=token)
+        assert result.errors == [] and next(iter(result.data.values())) == expected, document
+    listed = await gql(api, f"{{ getUserSessions {{ nodes {keys} }} }}", token=token)
+    ids = {node["sessionId"]: node["id"] for node in listed.data["getUserSessions"]["nodes"]}
+    assert ids["sess_cache"] == stored["_id"] and ids["sess_other"] != stored["_id"]
+
+
+async def test_user_and_payment_ids_are_their_stored_ids(
+    api: httpx.AsyncClient, database: Database, token_for: Callable[[str], str]
+) -> None:
+    await add_user(database, "user_ada")
+    await add_payment(database, "user_ada", "pay_1", 1_700_000_000_000)
+    await add_payment(database, "user_ada", "pay_2", 1_700_000_100_000)
+    token = token_for("user_ada")
+    user = await gql(api, "{ getCurrentUser { id externalId } }", token=token)
+    assert user.data["getCurrentUser"] == {"id": "id-user_ada", "externalId": "user_ada"}
+    attempts = await gql(api, "{ getPaymentAttempts { nodes { id paymentId } } }", token=token)
+    stored = {doc["payment_id"]: doc["_id"] async for doc in database.payment_attempts.find({})}
+    nodes = attempts.data["getPaymentAttempts"]["nodes"]
+    assert {node["paymentId"]: node["id"] for node in nodes} == stored
+    assert len(set(stored.values())) == 2
+    latest = await gql(api, "{ getLatestPayment { id } }", token=token)
+    assert latest.data["getLatestPayment"] == {"id": stored["pay_2"]}

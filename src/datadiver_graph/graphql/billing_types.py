@@ -34,12 +34,23 @@ def _when(value: int | None) -> DateTime | None:
 
 @strawberry.type(description="A Clerk Billing plan, as the subscription item reported it.")
 class Plan:
-    id: str | None
+    id: str | None = strawberry.field(
+        description=(
+            "Clerk's plan id, the cache key (Apollo, urql): one cached Plan per Clerk plan. "
+            "Null only when Clerk sent no plan id; such a plan is cached inside its parent."
+        )
+    )
     name: str | None
     slug: str | None
     amount: int | None = strawberry.field(description="Fee per period in minor units (cents).")
     currency: str | None
-    period: str | None = strawberry.field(description="Billing period: month or annual.")
+    period: str | None = strawberry.field(
+        description=(
+            "Billing period of the subscription item this plan came from: month or annual. "
+            "A cache keeps one Plan per `id`, so where two items hold one plan with different "
+            "periods (a switch from monthly to annual), read each item's `planPeriod`."
+        )
+    )
     is_default: bool | None = strawberry.field(description="Clerk's free default plan.")
 
     @classmethod
@@ -61,7 +72,7 @@ def _plan(plan: billing.Plan | None) -> Plan | None:
 
 @strawberry.type(description="One item of a Clerk Billing subscription: a plan for a period.")
 class SubscriptionItem:
-    id: str
+    id: str = strawberry.field(description="Clerk's subscription item id, the cache key.")
     status: str | None = strawberry.field(
         description="Clerk's status: active, past_due, canceled, ended, upcoming, ..."
     )
@@ -90,8 +101,18 @@ class SubscriptionItem:
 
 @strawberry.type(description="A payer's Clerk Billing subscription as Clerk last reported it.")
 class BillingSubscription:
+    id: strawberry.ID = strawberry.field(
+        description=(
+            "Cache key (Apollo, urql): this payer's billing record, one per payer, unchanged "
+            "for its lifetime, also before Clerk's subscription id is known. Not Clerk's id: "
+            "that is `subscriptionId`."
+        )
+    )
     subscription_id: str | None = strawberry.field(
-        description="Clerk's subscription id; null until a subscription event arrived."
+        description=(
+            "Clerk's subscription id; null until a subscription event arrived. Not a cache "
+            "key: key on `id`."
+        )
     )
     user_id: str | None = strawberry.field(description="Null when an organization pays.")
     organization_id: str | None
@@ -108,6 +129,7 @@ class BillingSubscription:
     def from_record(cls, record: billing.BillingSubscription) -> BillingSubscription:
         status, plan = billing.derive(record)
         return cls(
+            id=strawberry.ID(record.id),
             subscription_id=record.subscription_id,
             user_id=record.user_id,
             organization_id=record.organization_id,
@@ -122,6 +144,12 @@ class BillingSubscription:
 
 @strawberry.type(description="A user's derived billing state; sent again on every change.")
 class BillingState:
+    id: strawberry.ID = strawberry.field(
+        description=(
+            "Cache key (Apollo, urql): the user's Clerk id, the same value as `userId`, since "
+            "a user has one billing state (also when there is no subscription)."
+        )
+    )
     user_id: str
     billing_status: BillingStatus
     plan: Plan | None
@@ -132,6 +160,7 @@ class BillingState:
     def from_record(cls, user_id: str, record: billing.BillingSubscription | None) -> BillingState:
         status, plan = billing.derive(record)
         return cls(
+            id=strawberry.ID(user_id),
             user_id=user_id,
             billing_status=BillingStatus.of(status),
             plan=_plan(plan),

@@ -19,8 +19,18 @@ from datadiver_graph.graphql.scalars import JSON, DateTime
 
 @strawberry.type(description="A DataDiver user, synced from Clerk.")
 class User:
-    id: strawberry.ID
-    external_id: str = strawberry.field(description="Clerk user id (the JWT `sub`).")
+    id: strawberry.ID = strawberry.field(
+        description=(
+            "Cache key (Apollo, urql): DataDiver's id of this user, fixed for its lifetime. "
+            "Operations take the Clerk id, `externalId`."
+        )
+    )
+    external_id: str = strawberry.field(
+        description=(
+            "Clerk user id (the JWT `sub`), what `userId` arguments take. Not the cache key: "
+            "key on `id`."
+        )
+    )
     name: str | None
     email: str | None
     image_url: str | None
@@ -67,8 +77,18 @@ class User:
 
 @strawberry.type(description="A chat session over one or more documents.")
 class Session:
-    id: strawberry.ID
-    session_id: str
+    id: strawberry.ID = strawberry.field(
+        description=(
+            "Cache key (Apollo, urql): DataDiver's id of this session, fixed for its lifetime. "
+            "Operations take `sessionId`."
+        )
+    )
+    session_id: str = strawberry.field(
+        description=(
+            "What operations take (`getSession`, `updateSession`, the `session` "
+            "subscription): client-chosen or generated. Not the cache key: key on `id`."
+        )
+    )
     user_id: str = strawberry.field(description="Clerk user id of the owner.")
     active: bool
     metadata: JSON
@@ -104,8 +124,12 @@ def _json(value: object) -> JSON | None:
 
 @strawberry.type(description="One Clerk Billing payment attempt, as Clerk reported it.")
 class PaymentAttempt:
-    id: strawberry.ID
-    payment_id: str
+    id: strawberry.ID = strawberry.field(
+        description="Cache key (Apollo, urql): DataDiver's id of this payment attempt."
+    )
+    payment_id: str = strawberry.field(
+        description="Clerk's payment id. Not the cache key: key on `id`."
+    )
     user_id: str | None = strawberry.field(description="Null when an organization paid.")
     status: str = strawberry.field(description="Clerk's status: pending, paid or failed.")
     amount: int | None = strawberry.field(description="Grand total in minor units (cents).")
