@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from datadiver_graph import db, dev_keys, metrics, webhooks
+from datadiver_graph import db, dev_keys, graphiql, metrics, webhooks
 from datadiver_graph.access_log import AccessLogMiddleware
 from datadiver_graph.auth import TokenVerifier
 from datadiver_graph.config import Settings, load_settings
@@ -174,6 +174,8 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
     ]
     if dev_keys.dev_mode(settings):
         routes.append(Route("/.well-known/jwks.json", jwks_endpoint))
+    if not settings.is_production:  # GraphiQL and its files: development only
+        routes.append(graphiql.static_route())
     if os.environ.get("DATADIVER_BENCH_ROUTES") == "1" and not settings.is_production:
         routes.extend(_bench_routes())  # benchmarks only; never in production
     # First, so it is outermost: every request gets its id and its log line, CORS included.

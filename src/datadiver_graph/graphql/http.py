@@ -21,6 +21,7 @@ from strawberry.types.unset import UnsetType
 
 from datadiver_graph.auth import AuthError, Identity, TokenVerifier, identify
 from datadiver_graph.config import Settings
+from datadiver_graph.graphiql import render_page
 from datadiver_graph.graphql.context import Context
 from datadiver_graph.graphql.direct import execute_prepared, prepare_operation
 from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
@@ -221,6 +222,10 @@ class GraphQLView(GraphQL[Context, None]):
                     413, f"variables exceed {limit} bytes", "VARIABLES_TOO_LARGE"
                 )
         return parsed
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from this server's own files (graphiql/), never a CDN; development only."""
+        return render_page(request)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
