@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from datadiver_graph.graphql.persisted_documents import load_manifest
+
 Environment = Literal["development", "production"]
 
 BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgres", "postgresql")
@@ -141,6 +143,20 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("CORS_ALLOWED_ORIGINS")
     )
 
+    # Persisted documents (graphql/persisted_documents.py). APQ documents kept per process
+    # (least recently used dropped); 0 turns APQ off.
+    apq_cache_size: int = Field(
+        default=1_000, ge=0, le=100_000, validation_alias=AliasChoices("APQ_CACHE_SIZE")
+    )
+    # The manifest @graphql-codegen/client-preset writes (persisted-documents.json).
+    trusted_documents_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TRUSTED_DOCUMENTS_PATH")
+    )
+    # Run only the manifest's documents: no free query text, no APQ registration.
+    trusted_documents_only: bool = Field(
+        default=False, validation_alias=AliasChoices("TRUSTED_DOCUMENTS_ONLY")
+    )
+
     @field_validator(
         "clerk_issuer",
         "clerk_jwt_audience",
@@ -207,6 +223,21 @@ class Settings(BaseSettings):
             if origin == "*" or parsed.scheme not in ("https", "http") or not parsed.netloc:
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return [origin.rstrip("/") for origin in value]
+
+    @field_validator("trusted_documents_path")
+    @classmethod
+    def _manifest_loads(cls, value: Path | None) -> Path | None:
+        # Read once here so a bad path or file fails at start-up, naming the variable.
+        if value is not None:
+            load_manifest(value)
+        return value
+
+    @field_validator("trusted_documents_only")
+    @classmethod
+    def _only_with_a_manifest(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("trusted_documents_path") is None:
+            raise ValueError("needs TRUSTED_DOCUMENTS_PATH (the manifest of trusted documents)")
+        return value
 
     @field_validator("mongodb_uri")
     @classmethod

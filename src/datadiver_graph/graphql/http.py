@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -15,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types.unset import UnsetType
@@ -25,9 +28,16 @@ from datadiver_graph.graphiql import render_page
 from datadiver_graph.graphql.context import Context
 from datadiver_graph.graphql.direct import execute_prepared, prepare_operation
 from datadiver_graph.graphql.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
-from datadiver_graph.graphql.schema import build_schema
-from datadiver_graph.graphql.ws_handler import LiveTransportWSHandler
+from datadiver_graph.graphql.persisted_documents import (
+    PersistedDocumentError,
+    PersistedDocuments,
+    load_manifest,
+)
+from datadiver_graph.graphql.schema import Schema, build_schema
+from datadiver_graph.graphql.ws_handler import LiveTransportWSHandler, PersistedGraphQLWSHandler
 from datadiver_graph.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON_CONTENT_TYPES = ("application/json", GRAPHQL_RESPONSE_JSON)
@@ -88,12 +98,16 @@ def _codes(response: Mapping[str, Any]) -> set[str]:
 
 
 def _is_request_error(response: Mapping[str, Any]) -> bool:
-    """Nothing executed (parse, validation or variable errors): a 4xx under the new media type."""
+    """Nothing executed (parse, validation or variable errors): a 4xx under the new media type.
+
+    Such errors have no `path`; a resolver's error (even BAD_USER_INPUT) has one.
+    """
     if response.get("data") is not None:
         return False
     errors = response.get("errors") or []
     return bool(errors) and all(
-        (error.get("extensions") or {}).get("code") in REQUEST_ERROR_CODES for error in errors
+        "path" not in error and (error.get("extensions") or {}).get("code") in REQUEST_ERROR_CODES
+        for error in errors
     )
 
 
@@ -109,6 +123,28 @@ def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str
         # Load balancers and clients retry a 503; a 200 carrying an outage would hide it.
         return 503, {"retry-after": "1"}
     return 200, {}
+
+
+def _without_data(response: GraphQLHTTPResponse) -> GraphQLHTTPResponse:
+    """A request error carries no `data` entry under application/graphql-response+json
+    (GraphQL over HTTP; graphql-http's audit checks it)."""
+    return cast(GraphQLHTTPResponse, {k: v for k, v in response.items() if k != "data"})
+
+
+def _persisted_error(exc: PersistedDocumentError, media_type: str) -> Response:
+    status = 200 if exc.soft and media_type != GRAPHQL_RESPONSE_JSON else exc.status
+    return Response(
+        orjson.dumps({"errors": [exc.formatted]}),
+        status_code=status,
+        media_type=media_type,
+        # As Apollo Server: an APQ miss answered to a GET must not be cached on the way.
+        headers={"cache-control": "private, no-cache, must-revalidate"},
+    )
+
+
+# Extensions the direct path may ignore: the APQ hash (resolved before it runs) and the
+# client name Apollo Client 4 adds. Any other makes strawberry answer.
+_DIRECT_EXTENSIONS = frozenset({"persistedQuery", "clientLibrary"})
 
 
 class TextFrameWebSocketAdapter(ASGIWebSocketAdapter):
@@ -130,6 +166,7 @@ class GraphQLView(GraphQL[Context, None]):
     websocket_adapter_class = TextFrameWebSocketAdapter
     # graphql-transport-ws subscriptions run as one task-less object each (ws_handler.py).
     graphql_transport_ws_handler_class = LiveTransportWSHandler
+    graphql_ws_handler_class = PersistedGraphQLWSHandler
 
     def __init__(self, settings: Settings) -> None:
         schema = build_schema(settings)
@@ -144,6 +181,7 @@ class GraphQLView(GraphQL[Context, None]):
         )
         self.settings = settings
         self.graphql_schema = schema
+        self.persisted = _persisted_documents(settings, schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,27 +198,30 @@ class GraphQLView(GraphQL[Context, None]):
                 raise CodedHTTPException(
                     413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
                 )
-            response = await self._run_direct(request) if request.method == "POST" else None
+            response = await self._run_direct(request)
             if response is None:
                 response = await self.run(request)
         except HTTPException as exc:
             response = _error_response(exc)
+        except PersistedDocumentError as exc:
+            response = _persisted_error(exc, _media_type(request))
         await response(scope, receive, send)
 
     async def _run_direct(self, request: Request) -> Response | None:
-        """One known-valid query or mutation, on graphql/direct.py's path; None when it is
-        anything else (strawberry then answers it, errors included, as it always has)."""
-        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if content_type not in JSON_CONTENT_TYPES:
-            return None
-        body = await request.body()  # kept by the request for strawberry, should it answer
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(data, dict) or data.get("extensions"):
+        """One known-valid query or mutation (its text, APQ hash or documentId), on
+        graphql/direct.py's path; None when it is anything else (strawberry then answers
+        it, errors included, as it always has). Raises PersistedDocumentError."""
+        data, size = await self._direct_data(request)
+        if data is None:
             return None
         query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+        extensions, document_id = data.get("extensions"), data.get("documentId")
+        if extensions is not None and not (
+            isinstance(extensions, dict) and extensions.keys() <= _DIRECT_EXTENSIONS
+        ):
+            return None
+        if extensions or document_id is not None or self.persisted.active:
+            query = self.persisted.resolve(query, extensions, document_id)
         if not (
             isinstance(query, str)
             and (variables is None or isinstance(variables, dict))
@@ -188,19 +229,53 @@ class GraphQLView(GraphQL[Context, None]):
         ):
             return None
         limit = self.settings.max_variables_bytes
-        if variables and len(body) > limit and len(orjson.dumps(variables)) > limit:
+        if variables and size > limit and len(orjson.dumps(variables)) > limit:
             return None
         prepared = prepare_operation(self.graphql_schema, query, name)
-        if prepared is None:
+        if prepared is None or (request.method == "GET" and prepared.kind != "query"):
             return None
         context = await self._http_context(request, response=None)
         result = await execute_prepared(self.graphql_schema, prepared, variables, context)
         media_type = _media_type(request)
         payload = process_result(result)
         status, headers = _status(payload, media_type)
+        if status == 400:
+            payload = _without_data(payload)
         return Response(
             self.encode_json(payload), status_code=status, media_type=media_type, headers=headers
         )
+
+    async def _direct_data(self, request: Request) -> tuple[dict[str, Any] | None, int]:
+        """The request's GraphQL parameters (a POSTed JSON object, or a GET's query string)
+        and their size; None for anything the direct path leaves to strawberry."""
+        if request.method == "GET":
+            params = request.query_params
+            data: dict[str, Any] = dict(params)
+            try:
+                for key in ("variables", "extensions"):
+                    if params.get(key):
+                        data[key] = orjson.loads(params[key])
+            except orjson.JSONDecodeError:
+                return None, 0
+            return data, len(request.url.query)
+        if request.method != "POST":
+            return None, 0
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type not in JSON_CONTENT_TYPES:
+            return None, 0
+        body = await request.body()  # kept by the request for strawberry, should it answer
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None, 0
+        return (data, len(body)) if isinstance(data, dict) else (None, 0)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted document has no `query` either: it wants the document.
+        params = request.query_params
+        if "extensions" in params or "documentId" in params:
+            return False
+        return super().should_render_graphql_ide(request)
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -215,13 +290,30 @@ class GraphQLView(GraphQL[Context, None]):
                     "UNSUPPORTED_MEDIA_TYPE",
                 )
         parsed = await super().parse_http_body(request)
+        items = parsed if isinstance(parsed, list) else [parsed]
+        document_ids = await self._document_ids(request, len(items))
+        for item, document_id in zip(items, document_ids, strict=True):
+            if item.extensions or document_id is not None or self.persisted.active:
+                query = self.persisted.resolve(item.query, item.extensions, document_id)
+                item.query = query if isinstance(query, str) or query is None else item.query
         limit = self.settings.max_variables_bytes
-        for item in parsed if isinstance(parsed, list) else [parsed]:
+        for item in items:
             if item.variables and len(orjson.dumps(item.variables)) > limit:
                 raise CodedHTTPException(
                     413, f"variables exceed {limit} bytes", "VARIABLES_TOO_LARGE"
                 )
         return parsed
+
+    async def _document_ids(self, request: AsyncHTTPRequestAdapter, count: int) -> list[object]:
+        """Each operation's `documentId` (strawberry's request data has no field for it)."""
+        if request.method == "GET":
+            return [request.query_params.get("documentId")]
+        body = await request.get_body()
+        if b"documentId" not in body:
+            return [None] * count
+        data = self.decode_json(body)
+        items = data if isinstance(data, list) else [data]
+        return [item.get("documentId") if isinstance(item, dict) else None for item in items]
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from this server's own files (graphiql/), never a CDN; development only."""
@@ -329,12 +421,42 @@ class GraphQLView(GraphQL[Context, None]):
         response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: Response,
     ) -> Response:
-        response = super().create_response(response_data, sub_response)
         media_type = sub_response.media_type or "application/json"
-        response.headers["content-type"] = media_type
+        status, headers = 200, dict[str, str]()
         if isinstance(response_data, Mapping):
             status, headers = _status(response_data, media_type)
-            if status != 200:
-                response.status_code = status
-                response.headers.update(headers)
+            if status == 400:
+                response_data = _without_data(response_data)
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = media_type
+        if status != 200:
+            response.status_code = status
+            response.headers.update(headers)
         return response
+
+
+def _persisted_documents(settings: Settings, schema: Schema) -> PersistedDocuments:
+    """The APQ store and the trusted manifest, its documents parsed and validated now (the
+    schema's cache keeps them: under TRUSTED_DOCUMENTS_ONLY no other text reaches it)."""
+
+    def valid(text: str) -> bool:
+        try:
+            return not schema.prepare(text)[1]
+        except GraphQLError:
+            return False
+
+    path = settings.trusted_documents_path
+    manifest = load_manifest(path) if path is not None else {}
+    invalid = sorted(key for key, text in manifest.items() if not valid(text))
+    if invalid:
+        log.warning(
+            "%d trusted documents do not validate against this schema: %s",
+            len(invalid),
+            ", ".join(invalid[:5]),
+        )
+    return PersistedDocuments(
+        manifest=manifest,
+        apq_size=settings.apq_cache_size,
+        trusted_only=settings.trusted_documents_only,
+        validate=valid,
+    )

@@ -34,10 +34,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
 )
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 
 from datadiver_graph.graphql.context import Context
 from datadiver_graph.graphql.direct import PreparedOperation
 from datadiver_graph.graphql.live_operation import LiveOperation
+from datadiver_graph.graphql.persisted_documents import PersistedDocumentError
 
 
 class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -151,6 +154,10 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 {"id": operation_id, "type": "error", "payload": [error.formatted]}
             )
             return
+        refusal = resolve_persisted(self.view, message["payload"])
+        if refusal is not None:
+            await self.send({"id": operation_id, "type": "error", "payload": [refusal]})
+            return
         prepared = self._live_subscription(message)
         if prepared is None:
             await super().handle_subscribe(message)  # its checks pass again
@@ -194,6 +201,36 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         task = self.spawn(operation.stop())
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
+
+
+class PersistedGraphQLWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws protocol (subscriptions-transport-ws), with persisted documents."""
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if self.connection_acknowledged:
+            refusal = resolve_persisted(self.view, message["payload"])
+            if refusal is not None:
+                error = {"type": "error", "id": message["id"], "payload": refusal}
+                await self.send_message(cast(Any, error))
+                return
+        await super().handle_start(message)
+
+
+def resolve_persisted(view: object, payload: Any) -> dict[str, object] | None:
+    """Puts the document a subscribe message names (APQ hash or documentId) in its `query`;
+    under TRUSTED_DOCUMENTS_ONLY refuses any other. The refusal's error, else None."""
+    documents = getattr(view, "persisted", None)
+    if documents is None or not isinstance(payload, dict):
+        return None
+    query, extensions = payload.get("query"), payload.get("extensions")
+    document_id = payload.get("documentId")
+    if not (extensions or document_id is not None or documents.active):
+        return None
+    try:
+        payload["query"] = documents.resolve(query, extensions, document_id)
+    except PersistedDocumentError as exc:
+        return exc.formatted
+    return None
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
