@@ -9,10 +9,10 @@ Two protocols, one lookup (`PersistedDocuments.resolve`):
   store is a bounded LRU per process. It need not be shared between instances nor survive
   a restart: a miss costs the client one more round trip, after which it registers again.
 - Trusted documents: the manifest `@graphql-codegen/client-preset` writes with
-  `persistedDocuments: true` (persisted-documents.json, `{hash: document}`). A client sends
-  `documentId` (the GraphQL-over-HTTP persisted-documents appendix; a `sha256:` prefix is
-  accepted) or the APQ hash. With `trusted_only`, nothing else runs: no free text, no APQ
-  registration.
+  `persistedDocuments: true` (persisted-documents.json, `{"sha256:<hex>": document}`). A
+  client sends `documentId` (the GraphQL-over-HTTP persisted-documents appendix; with or
+  without the `sha256:` prefix) or the APQ hash. With `trusted_only`, nothing else runs:
+  no free text, no APQ registration.
 
 No web framework here: the HTTP view and the WebSocket handler call `resolve` and turn a
 `PersistedDocumentError` into their protocol's error.
@@ -176,7 +176,8 @@ class PersistedDocuments:
         if query is not None:
             raise _bad_request("send either documentId or query, not both")
         document = self.manifest.get(document_id)
-        if document is None and document_id.startswith("sha256:"):
+        if document is None:
+            # client-preset keys its manifest "sha256:<hex>"; accept either spelling.
             key = document_id.removeprefix("sha256:")
             document = self.manifest.get(key) or self._by_sha256.get(key.lower())
         if document is None:
