@@ -91,6 +91,7 @@ before(async () => {
     return route.abort("internetdisconnected");
   });
   page = await context.newPage();
+  page.setDefaultTimeout(STEP);
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("console", (message) => {
     if (message.type() === "error") problems.push(`console: ${message.text()}`);
