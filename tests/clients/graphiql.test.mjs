@@ -113,6 +113,10 @@ test("GraphiQL renders from this server alone", { skip }, async () => {
   await page.click('button[aria-label="Show Documentation Explorer"]');
   await page.waitForSelector(".graphiql-doc-explorer >> text=Subscription", { timeout: STEP });
   await page.click('button[aria-label="Hide Documentation Explorer"]');
+  // The explorer plugin (vendored too) lists the query fields.
+  await page.click('button[aria-label="Show GraphiQL Explorer"]');
+  await page.waitForSelector(".graphiql-explorer-root >> text=getCurrentUser", { timeout: STEP });
+  await page.click('button[aria-label="Hide GraphiQL Explorer"]');
   const screenshots = mkdtempSync(join(tmpdir(), "ddg-graphiql-"));
   await page.screenshot({ path: join(screenshots, "graphiql.png") });
   copyFileSync(join(screenshots, "graphiql.png"), "/tmp/graphiql.png");
