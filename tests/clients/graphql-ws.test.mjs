@@ -32,9 +32,12 @@ function connect(connectionParams, on = {}) {
     url: server.wsUrl, // wss://api.example.com/graphql
     webSocketImpl: WebSocket, // browsers: leave out
     connectionParams,
-    retryAttempts: 5,
-    // 1, 2, 4, 8, 8 s: enough for a restart (graphql-ws's own default is 2^n s + 0.3–3 s).
-    retryWait: (retries) => new Promise((resolve) => setTimeout(resolve, Math.min(1000 * 2 ** retries, 8000))),
+    // Up to 10 attempts, 0.5–1, 1–2, 2–4, then 2.5–5 s apart (25–47 s in all): a restart takes
+    // a few seconds. Jittered, so that every client does not come back at the same instant.
+    // (graphql-ws's default: 5 attempts, 2^n s + 0.3–3 s apart, the last after ~16 s.)
+    retryAttempts: 10,
+    retryWait: (retries) => new Promise((resolve) =>
+      setTimeout(resolve, Math.min(1000 * 2 ** retries, 5000) * (0.5 + Math.random() / 2))),
     // graphql-ws retries only close events by default: while a restarting server refuses
     // connections, `ws` reports an error event first, and the client would give up. Retry
     // those too, but not a refused login (4403).
@@ -78,11 +81,16 @@ async function drained(...inboxes) {
   }
 }
 
-test("connectionParams { authToken } and { Authorization: 'Bearer …' } both sign in", async () => {
-  for (const params of [{ authToken: token }, { Authorization: `Bearer ${token}` }]) {
+test("connectionParams { authToken }, { Authorization: 'Bearer …' } and an async function all sign in", async () => {
+  const variants = {
+    authToken: { authToken: token },
+    Authorization: { Authorization: `Bearer ${token}` },
+    "async function": async () => ({ Authorization: `Bearer ${token}` }),
+  };
+  for (const [name, params] of Object.entries(variants)) {
     const acks = [];
     const client = connect(params, { connected: (_socket, payload) => acks.push(payload) });
-    const user = subscribe(client, CURRENT_USER, {}, `currentUser via ${Object.keys(params)[0]}`);
+    const user = subscribe(client, CURRENT_USER, {}, `currentUser via ${name}`);
     const { data } = await user.value();
     assert.equal(data.currentUser.externalId, USER);
     assert.equal(data.currentUser.name, "Ada Lovelace");
