@@ -180,6 +180,10 @@ async def test_get_with_extensions_never_serves_the_graphiql_page(
         missing = await api.get("/graphql", params=params, headers={"accept": accept})
         assert missing.status_code == 200 and missing.json() == NOT_FOUND, accept
         assert missing.headers["content-type"] == "application/json"
+    # An extension the direct path leaves to strawberry: still no page.
+    other = {"extensions": json.dumps({**apq(digest), "tracing": True})}
+    page = await api.get("/graphql", params=other, headers={"accept": "text/html"})
+    assert page.status_code == 200 and page.json() == NOT_FOUND
     register = {"query": TYPENAME, **params}
     assert (await api.get("/graphql", params=register)).json() == {"data": {"__typename": "Query"}}
     hit = await api.get("/graphql", params=params, headers={"accept": "text/html"})

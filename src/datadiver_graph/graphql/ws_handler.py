@@ -13,6 +13,8 @@ A server holds thousands of these connections, each mostly waiting, so per conne
 
 The protocol is strawberry's: same messages, close codes and limits.
 View hook (graphql/http.py): `graphql_transport_ws_handler_class = LiveTransportWSHandler`.
+Both protocols resolve persisted documents (APQ hash, documentId) in subscribe/start
+messages, and refuse other text under TRUSTED_DOCUMENTS_ONLY (`resolve_persisted`).
 """
 
 from __future__ import annotations
