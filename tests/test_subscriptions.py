@@ -636,3 +636,21 @@ async def test_a_subscribe_over_the_token_limit_is_refused(
             assert code == 4400 and "more than 2000 tokens" in reason
         else:
             assert (await ws.message(op)).error_codes == ["TOO_MANY_TOKENS"]
+
+
+@protocols
+async def test_queries_and_mutations_run_over_the_socket_then_complete(
+    served: Served, protocol: str, token_for: Callable[[str], str]
+) -> None:
+    """Apollo's legacy WebSocketLink and `gql` send every operation over the socket."""
+    await make_user(served.store, "user_ops")
+    async with open_ws(served.url, protocol, bearer(token_for("user_ops"))) as ws:
+        query = await ws.subscribe("{ getCurrentUser { externalId } }")
+        assert await ws.data(query) == {"getCurrentUser": {"externalId": "user_ops"}}
+        assert (await ws.message(query)).kind == "complete"
+        mutation = await ws.subscribe(CREATE_SESSION, {"sessionId": "sess_ws_op"})
+        created = await ws.data(mutation)
+        assert created["createSession"]["sessionId"] == "sess_ws_op"
+        assert (await ws.message(mutation)).kind == "complete"
+    stored = await served.store.db.sessions.find_one({"sessionId": "sess_ws_op"})
+    assert stored is not None and stored["userId"] == "user_ops"

@@ -37,6 +37,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     SubscribeMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 
 from datadiver_graph.graphql.context import Context
@@ -205,8 +206,45 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         task.add_done_callback(self._stopping.discard)
 
 
+class AnyOperationSchema:
+    """What the legacy handler calls `schema.subscribe`, for any operation type.
+
+    subscriptions-transport-ws sends queries and mutations as `start` too (Apollo's legacy
+    WebSocketLink and `gql` route every operation over the socket), but strawberry's legacy
+    handler runs `schema.subscribe`, which allows subscriptions only and answered INTERNAL.
+    `schema.stream` runs any operation: a query or mutation yields one result, then the
+    handler sends `complete`, as the protocol expects.
+    """
+
+    def __init__(self, schema: BaseSchema) -> None:
+        self.schema = schema
+
+    async def subscribe(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> Any:
+        return await self.schema.stream(
+            query=query,
+            variable_values=variable_values,
+            context_value=context_value,
+            root_value=root_value,
+            operation_name=operation_name,
+            operation_extensions=operation_extensions,
+        )
+
+
 class PersistedGraphQLWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws protocol (subscriptions-transport-ws), with persisted documents."""
+    """The legacy graphql-ws protocol (subscriptions-transport-ws), with persisted documents,
+    running queries and mutations as well as subscriptions (AnyOperationSchema)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.schema = cast(Any, AnyOperationSchema(self.schema))
 
     async def handle_start(self, message: StartMessage) -> None:
         if self.connection_acknowledged:
