@@ -411,6 +411,8 @@ async def test_unauthenticated_connection_init_is_refused_on_legacy_graphql_ws(
     async with open_ws(served.url, LEGACY_WS, init=False) as ws:
         reply = await ws.init({})
         assert reply["type"] == "connection_error"
+        assert reply["payload"]["extensions"] == {"code": "UNAUTHENTICATED"}
+        assert reply["payload"]["message"].startswith("unauthenticated: ")
         code, _ = await ws.closed()
         assert code == 1011
 

@@ -406,7 +406,12 @@ class GraphQLView(GraphQL[Context, None]):
             service_key=service_key if isinstance(service_key, str) else None,
         )
         if error is not None or not identity.is_authenticated:
-            raise ConnectionRejectionError()
+            # graphql-transport-ws closes with 4403 and drops this payload; the legacy
+            # protocol sends it as `connection_error`, where a client shows the message.
+            reason = error or "connection_init carried no credentials"
+            raise ConnectionRejectionError(
+                {"message": f"unauthenticated: {reason}", "extensions": {"code": "UNAUTHENTICATED"}}
+            )
         context.identity = identity
         return None
 
