@@ -200,21 +200,7 @@ async def test_ws_subscriptions_get_the_snapshot_then_each_change_in_order(
                 await sessions.aclose()
 
 
-@pytest.mark.parametrize(
-    "subprotocol",
-    [
-        TRANSPORT_WS,
-        pytest.param(
-            LEGACY_WS,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=TransportQueryError,
-                reason="legacy graphql-ws runs only subscriptions: strawberry's handler answers "
-                "a query or mutation with INTERNAL 'OperationType.QUERY'",
-            ),
-        ),
-    ],
-)
+@subprotocols
 async def test_ws_query_and_mutation_over_the_socket(url: str, subprotocol: str) -> None:
     async with ws_client(url, subprotocol) as live:
         created = await live.execute(
@@ -249,8 +235,11 @@ async def test_ws_wrong_service_key_is_closed_with_4403(url: str) -> None:
 
 
 async def test_legacy_ws_wrong_service_key_is_refused(url: str) -> None:
-    """The legacy protocol has no 4403: connection_error, which gql raises as a server error."""
+    """The legacy protocol has no 4403: connection_error, which gql raises as a server error
+    carrying the payload (a GraphQL error with code UNAUTHENTICATED)."""
     client = ws_client(url, LEGACY_WS, key="svc-wrong-0123456789abcdef")
-    with pytest.raises(TransportServerError, match="Server error"):
+    with pytest.raises(TransportServerError) as failed:
         async with client:
             pytest.fail("connected with a wrong service key")
+    assert "'code': 'UNAUTHENTICATED'" in str(failed.value), failed.value
+    assert "unauthenticated: " in str(failed.value), failed.value
