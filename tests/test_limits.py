@@ -11,6 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from redis import asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
@@ -261,3 +263,24 @@ async def test_cors_only_from_configured_origins(settings: Settings, database: D
             headers={"origin": "https://app.example.com"},
         )
     assert "access-control-allow-origin" not in unconfigured.headers
+
+
+async def test_websocket_handshake_only_from_configured_origins(
+    settings: Settings, database: Database
+) -> None:
+    """A browser page may subscribe from the origins allowed to call over HTTP, no other;
+    clients that send no Origin (servers, gql, Node) are not browsers and pass."""
+    configured = settings.model_copy(update={"cors_allowed_origins": ["https://app.example.com"]})
+    async with serve_app(create_app(configured)) as url:
+        target = url.replace("http://", "ws://") + "/graphql"
+
+        async def handshake(origin: str | None) -> int:
+            try:
+                async with connect(target, subprotocols=["graphql-transport-ws"], origin=origin):  # type: ignore[arg-type,list-item]
+                    return 101
+            except InvalidStatus as exc:
+                return exc.response.status_code
+
+        assert await handshake("https://app.example.com") == 101
+        assert await handshake(None) == 101
+        assert await handshake("https://evil.example.com") == 403

@@ -178,6 +178,9 @@ class GraphQLView(GraphQL[Context, None]):
             keep_alive_interval=15,
             connection_init_wait_timeout=timedelta(seconds=10),
             max_subscriptions_per_connection=50,
+            # A browser page may open a WebSocket from the origins it may call over HTTP,
+            # and from no other (the `__session` cookie would let any site subscribe).
+            allowed_origins=settings.cors_allowed_origins,
         )
         self.settings = settings
         self.graphql_schema = schema
