@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.embedded import EmbeddedMongo
 from datadiver_graph.fanout import EventHub
+from datadiver_graph.graphql import http as http_view
 from datadiver_graph.store import Store
 from tests.servers import serve_app
 
@@ -82,3 +84,17 @@ async def app_url(settings: Settings, database: db.Database) -> AsyncIterator[st
 async def http(app_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=app_url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def direct_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kinds of operation graphql/direct.py ran (for servers in this process)."""
+    ran: list[str] = []
+    real = http_view.execute_prepared
+
+    async def counting(schema: Any, prepared: Any, *args: Any) -> Any:
+        ran.append(prepared.kind)
+        return await real(schema, prepared, *args)
+
+    monkeypatch.setattr(http_view, "execute_prepared", counting)
+    return ran

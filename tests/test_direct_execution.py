@@ -19,27 +19,12 @@ from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.db import Database
 from datadiver_graph.domain import sessions, users
-from datadiver_graph.graphql import http as http_view
 from datadiver_graph.store import Store
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.servers import serve_app
 
 BOTH_MEDIA_TYPES = "application/graphql-response+json, application/json"
 USER_FIELDS = "id externalId name email imageUrl preferences createdAt updatedAt version"
-
-
-@pytest.fixture
-def direct_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The operations the direct path ran (the server runs in this process)."""
-    ran: list[str] = []
-    real = http_view.execute_prepared
-
-    async def counting(schema: Any, prepared: Any, *args: Any) -> Any:
-        ran.append(prepared.kind)
-        return await real(schema, prepared, *args)
-
-    monkeypatch.setattr(http_view, "execute_prepared", counting)
-    return ran
 
 
 @pytest.fixture

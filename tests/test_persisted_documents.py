@@ -54,20 +54,6 @@ def codes(response: httpx.Response) -> list[str]:
 
 
 @pytest.fixture
-def direct_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The operations graphql/direct.py ran (the server runs in this process)."""
-    ran: list[str] = []
-    real = http_view.execute_prepared
-
-    async def counting(schema: Any, prepared: Any, *args: Any) -> Any:
-        ran.append(prepared.kind)
-        return await real(schema, prepared, *args)
-
-    monkeypatch.setattr(http_view, "execute_prepared", counting)
-    return ran
-
-
-@pytest.fixture
 def manifest(tmp_path: Path) -> Path:
     path = tmp_path / "persisted-documents.json"
     path.write_text(json.dumps({sha(text): text for text in (ME, SESSIONS, STALE)}))
