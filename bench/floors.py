@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from svix.webhooks import Webhook
 
 from bench.harness import Result, say
-from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.storage.embedded import EmbeddedMongo
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

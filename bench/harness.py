@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from datadiver_graph.embedded import EmbeddedMongo, free_port
+from datadiver_graph.storage.embedded import EmbeddedMongo, free_port
 
 SERVICE_KEY = "bench-service-key-0123456789abcdef"
 DB_NAME = "bench"

@@ -26,9 +26,9 @@ from bench.harness import (
 )
 from bench.loadgen import LoadResult, build_request, run_load
 from bench.profiling import Recorder
+from datadiver_graph.api.webhooks import DEV_WEBHOOK_SECRET
 from datadiver_graph.config import Settings
-from datadiver_graph.dev_keys import mint_dev_token
-from datadiver_graph.webhooks import DEV_WEBHOOK_SECRET
+from datadiver_graph.dev.keys import mint_dev_token
 
 USER_ID = "user_bench_http"
 CONCURRENCY = 32

@@ -4,7 +4,7 @@ Each subscriber holds one WebSocket with one `session(sessionId)` subscription o
 of its own (service key in connectionParams, so each subscription listens on exactly one
 channel). Events are published straight into Redis, the way another server process's
 mutation would reach this one (BROADCAST_URL=redis://...), in the Event JSON format of
-events.py; each carries its send time in `metadata.t`, which the subscription returns, so
+domain/events.py; each carries its send time in `metadata.t`, which the subscription returns, so
 the client computes publish->delivery latency (wall clock, same machine).
 
 The subscribers live in helper processes (multiprocessing, spawn): one asyncio process

@@ -12,8 +12,8 @@ owning file and line (the innermost frame outside asyncio and other stdlib helpe
 Comparing RSS with the traced heap separates Python objects from the rest (malloc
 fragmentation, C allocations). `--app bare` serves a bare Starlette WebSocket that speaks
 just enough graphql-transport-ws for the same client: the floor of uvicorn + Starlette.
-`--ws auto --handler strawberry` measures the stack as it was before ws_transport.py and
-graphql/ws_handler.py.
+`--ws auto --handler strawberry` measures the stack as it was before fastpaths/ws_transport.py and
+fastpaths/ws_handler.py.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ import httpx
 
 from bench.harness import SERVICE_KEY, RedisProcess, raise_open_files, rss_kib, say
 from bench.subs_bench import WORKERS, _add_subscribers, subscriber_pool
-from datadiver_graph.embedded import EmbeddedMongo, free_port
-from datadiver_graph.ws_transport import WS_PROTOCOL
+from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
+from datadiver_graph.storage.embedded import EmbeddedMongo, free_port
 
 
 class _MallInfo2(ctypes.Structure):
@@ -163,12 +163,12 @@ def serve(port: int, app_kind: str, trace: int, ws: str, handler: str, snapshot_
             BaseGraphQLTransportWSHandler,
         )
 
-        from datadiver_graph.graphql.http import GraphQLView
+        from datadiver_graph.api.http import GraphQLView
 
         GraphQLView.graphql_transport_ws_handler_class = BaseGraphQLTransportWSHandler
     elif handler == "live":
-        from datadiver_graph.graphql.http import GraphQLView
-        from datadiver_graph.graphql.ws_handler import LiveTransportWSHandler
+        from datadiver_graph.api.http import GraphQLView
+        from datadiver_graph.fastpaths.ws_handler import LiveTransportWSHandler
 
         GraphQLView.graphql_transport_ws_handler_class = LiveTransportWSHandler
     if trace:
@@ -244,7 +244,7 @@ def _arguments() -> argparse.Namespace:
         "--handler",
         choices=["default", "strawberry", "live"],
         default="default",
-        help="graphql-transport-ws handler (default: the one graphql/http.py names)",
+        help="graphql-transport-ws handler (default: the one api/http.py names)",
     )
     parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--snapshots", default="", help=argparse.SUPPRESS)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh the GraphiQL browser build served on /graphql in development
-# (src/datadiver_graph/graphiql/static/vendor/), so the page needs no CDN. This script owns that
+# (src/datadiver_graph/api/graphiql/static/vendor/), so the page needs no CDN. This script owns that
 # directory: it replaces it whole.
 #
 # The exact versions live in scripts/graphiql/package.json and its package-lock.json. To move
@@ -14,7 +14,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 spec="$root/scripts/graphiql"
-dest="$root/src/datadiver_graph/graphiql/static/vendor"
+dest="$root/src/datadiver_graph/api/graphiql/static/vendor"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from datadiver_graph import db
+from datadiver_graph.api import http as http_view
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.domain.store import Store
 from datadiver_graph.fanout import EventHub
-from datadiver_graph.graphql import http as http_view
-from datadiver_graph.store import Store
+from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage.embedded import EmbeddedMongo
 from tests.servers import serve_app
 
 pytest_plugins = ["tests.clerk_fixtures"]
@@ -88,7 +88,7 @@ async def http(app_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def direct_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The kinds of operation graphql/direct.py ran (for servers in this process)."""
+    """The kinds of operation fastpaths/direct.py ran (for servers in this process)."""
     ran: list[str] = []
     real = http_view.execute_prepared
 

@@ -16,7 +16,7 @@ from types import TracebackType
 
 import pytest
 
-from datadiver_graph.embedded import free_port
+from datadiver_graph.storage.embedded import free_port
 
 START_WITHIN = 10.0
 DEFAULT_BINARY = "/usr/bin/redis-server"

@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from datadiver_graph.embedded import free_port
-from datadiver_graph.http_transport import HTTP_PROTOCOL
-from datadiver_graph.ws_transport import WS_PROTOCOL
+from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL
+from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
+from datadiver_graph.storage.embedded import free_port
 
 
 @asynccontextmanager

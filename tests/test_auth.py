@@ -21,22 +21,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from datadiver_graph.auth import (
+from datadiver_graph.auth.identity import (
     AuthError,
     Identity,
     TokenVerifier,
     check_service_key,
     identify,
 )
+from datadiver_graph.auth.jwks import JwksCache, usable_keys
 from datadiver_graph.config import Settings, SettingsError
-from datadiver_graph.dev_jwks_route import jwks_endpoint
-from datadiver_graph.dev_keys import (
+from datadiver_graph.dev.jwks_route import jwks_endpoint
+from datadiver_graph.dev.keys import (
     DEV_ISSUER,
     DEV_KEY_FILENAME,
     dev_jwks,
     mint_dev_token,
 )
-from datadiver_graph.jwks import JwksCache, usable_keys
 from tests.jwks_server import JwksServer, TestKey, b64url, clerk_claims, unsigned_token
 from tests.servers import serve_app
 
@@ -457,7 +457,7 @@ async def test_outage_keeps_the_cached_keys(
         else:
             await server.stop()
         await asyncio.sleep(0.3)  # past the TTL, so the next call tries to refresh
-        with caplog.at_level(logging.WARNING, logger="datadiver_graph.jwks"):
+        with caplog.at_level(logging.WARNING, logger="datadiver_graph.auth.jwks"):
             # A token not seen before: a seen one is answered from the verified-token cache.
             fresh = rsa_key.sign(clerk_claims(server.issuer, jti="after-outage"))
             identity = await v.verify(fresh)

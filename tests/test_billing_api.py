@@ -14,8 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
 from datadiver_graph.domain import billing
+from datadiver_graph.storage.mongo import Database
 from tests.billing_support import HISTORY, ORG_ID, at, for_org, item, sub_event
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql

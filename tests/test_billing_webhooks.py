@@ -17,11 +17,11 @@ import pytest
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from datadiver_graph import db, events
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.domain import billing
-from datadiver_graph.store import Store
+from datadiver_graph.domain import billing, events
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage import mongo as db
 from tests.billing_support import (
     FINAL_ITEMS,
     HISTORY,

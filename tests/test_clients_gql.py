@@ -25,7 +25,7 @@ from gql.transport.websockets import WebsocketsTransport
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
+from datadiver_graph.storage.mongo import Database
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.servers import serve_app
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.storage.embedded import EmbeddedMongo
 from tests.cli import executable
 
 CLIENTS = Path(__file__).parent / "clients"

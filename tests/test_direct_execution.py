@@ -1,4 +1,4 @@
-"""The direct path (graphql/direct.py) answers exactly as strawberry's own path does.
+"""The direct path (fastpaths/direct.py) answers exactly as strawberry's own path does.
 
 A request with a non-empty `extensions` member is not taken by the direct path, so the same
 operation sent with and without it compares the two paths over real HTTP: status,
@@ -17,9 +17,9 @@ from pydantic import SecretStr
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
 from datadiver_graph.domain import sessions, users
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage.mongo import Database
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.servers import serve_app
 
@@ -123,7 +123,7 @@ async def test_nested_fields_aliases_fragments_and_directives_are_the_same(
 async def test_planned_connections_are_the_same(
     api: httpx.AsyncClient, store: Store, direct_runs: list[str]
 ) -> None:
-    """A connection query qualifies for a plan (graphql/query_plans.py): lists, nested
+    """A connection query qualifies for a plan (fastpaths/query_plans.py): lists, nested
     objects, fragments and aliases answered by it match strawberry's path."""
     for index in range(3):
         await sessions.create(store, "user_ada", session_id=f"p{index}", metadata={"n": index})

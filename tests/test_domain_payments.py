@@ -10,7 +10,7 @@ import pytest
 
 from datadiver_graph.domain import payments
 from datadiver_graph.domain.errors import InvalidInput
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
 
 
 async def insert_attempt(store: Store, **fields: Any) -> payments.PaymentAttempt:

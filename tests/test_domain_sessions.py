@@ -7,10 +7,9 @@ import re
 
 import pytest
 
-from datadiver_graph import events
-from datadiver_graph.domain import sessions
+from datadiver_graph.domain import events, sessions
 from datadiver_graph.domain.errors import Conflict, InvalidInput, NotFound
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
 
 
 async def test_create_stores_and_returns_the_session(store: Store) -> None:

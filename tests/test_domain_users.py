@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from datadiver_graph import events
-from datadiver_graph.domain import users
+from datadiver_graph.domain import events, users
 from datadiver_graph.domain.errors import InvalidInput, NotFound
 from datadiver_graph.domain.records import new_id
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
 
 
 async def insert_user(store: Store, external_id: str = "user_a", **fields: Any) -> users.User:

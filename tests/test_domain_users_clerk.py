@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from datadiver_graph import events
-from datadiver_graph.domain import users
+from datadiver_graph.domain import events, users
 from datadiver_graph.domain.errors import Conflict
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
 
 T0 = 1_754_000_000_000
 

@@ -1,4 +1,4 @@
-"""The executor's shortcuts (graphql/execution.py) answer as graphql-core does,
+"""The executor's shortcuts (fastpaths/execution.py) answer as graphql-core does,
 errors included: the same schema run with and without the shortcut gives the same result."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any, cast
 import strawberry
 from graphql import execute_sync, parse
 
-from datadiver_graph.graphql.execution import ShortcutExecutionContext
+from datadiver_graph.fastpaths.execution import ShortcutExecutionContext
 
 
 @strawberry.enum

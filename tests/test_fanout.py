@@ -23,16 +23,16 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from datadiver_graph.api.schema.subscriptions import SLOW_CONSUMER_CLOSE_CODE, SLOW_CONSUMER_REASON
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
-from datadiver_graph.dev_keys import mint_dev_token
+from datadiver_graph.dev.keys import mint_dev_token
 from datadiver_graph.domain import sessions, users
-from datadiver_graph.embedded import free_port
-from datadiver_graph.events import Event, session_channel, user_sessions_channel
+from datadiver_graph.domain.events import Event, session_channel, user_sessions_channel
+from datadiver_graph.domain.store import Store
 from datadiver_graph.fanout import RESYNC, EventHub, SlowConsumer, Subscription
-from datadiver_graph.graphql.subscriptions import SLOW_CONSUMER_CLOSE_CODE, SLOW_CONSUMER_REASON
-from datadiver_graph.store import Store
+from datadiver_graph.storage.embedded import free_port
+from datadiver_graph.storage.mongo import Database
 from tests.cli import clean_env, executable
 from tests.graphql_client import gql
 from tests.redis_server import RedisServer, skip_or_fail

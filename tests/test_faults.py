@@ -11,8 +11,8 @@ import pytest
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.dev_keys import mint_dev_token
-from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.dev.keys import mint_dev_token
+from datadiver_graph.storage.embedded import EmbeddedMongo
 from tests.graphql_client import gql
 from tests.servers import serve_app
 
@@ -76,7 +76,7 @@ async def test_database_outage_fails_fast_and_recovers(
 async def test_redis_down_keeps_queries_and_mutations_working(
     mongo_uri: str, db_name: str, tmp_path: Path
 ) -> None:
-    from datadiver_graph.embedded import free_port
+    from datadiver_graph.storage.embedded import free_port
 
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     settings = Settings(

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
+from datadiver_graph.storage.mongo import Database
 from tests.servers import serve_app
 
 SERVICE_KEY = "fuzz-service-key-0123456789"

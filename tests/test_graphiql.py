@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from datadiver_graph import db, graphiql
+from datadiver_graph.api import graphiql
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
+from datadiver_graph.storage import mongo as db
 from tests.servers import serve_app
 from tests.webhook_support import SECRET
 

@@ -12,8 +12,8 @@ from pymongo import monitoring
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
 from datadiver_graph.domain import payments, users
+from datadiver_graph.storage.mongo import Database
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql
 from tests.jwks_server import JwksServer, TestKey, clerk_claims

@@ -1,4 +1,4 @@
-"""Responses go out in one write (http_transport.py), whole, in order, before any close."""
+"""Responses go out in one write (fastpaths/http_transport.py), whole, in order, before any close."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.http_transport import FLUSH_AT, JoiningTransport
+from datadiver_graph.fastpaths.http_transport import FLUSH_AT, JoiningTransport
 from tests.servers import serve_app
 
 

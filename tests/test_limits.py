@@ -16,8 +16,8 @@ from websockets.exceptions import InvalidStatus
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
-from datadiver_graph.dev_keys import mint_dev_token
+from datadiver_graph.dev.keys import mint_dev_token
+from datadiver_graph.storage.mongo import Database
 from tests.graphql_client import gql
 from tests.servers import serve_app
 

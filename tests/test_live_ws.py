@@ -1,10 +1,10 @@
-"""The lean graphql-transport-ws stack (graphql/ws_handler.py, ws_transport.py).
+"""The lean graphql-transport-ws stack (fastpaths/ws_handler.py, fastpaths/ws_transport.py).
 
 1. Differential: the same conversations with strawberry's own handler and with ours, on
    the same served app; every message the client receives (and every operation log
    line) must be the same, for the happy paths and the refusals alike.
 2. What it is for: an idle subscription keeps no task, and delivering events keeps no
-   memory per event (the graphql-core memo leak, see graphql/executor.py, stays fixed).
+   memory per event (the graphql-core memo leak, see fastpaths/executor.py, stays fixed).
 3. The whole subscription suite (tests/test_subscriptions.py) and the slow-consumer and
    Redis-outage tests again, on this stack (the imports below re-collect them here).
 """
@@ -26,11 +26,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from uvicorn import config as uvicorn_config
 
-from datadiver_graph.events import Event, session_channel
-from datadiver_graph.graphql.http import GraphQLView
-from datadiver_graph.graphql.live_operation import LiveOperation
-from datadiver_graph.graphql.ws_handler import LiveTransportWSHandler
-from datadiver_graph.ws_transport import WS_PROTOCOL
+from datadiver_graph.api.http import GraphQLView
+from datadiver_graph.domain.events import Event, session_channel
+from datadiver_graph.fastpaths.live_operation import LiveOperation
+from datadiver_graph.fastpaths.ws_handler import LiveTransportWSHandler
+from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql
 from tests.test_fanout import (  # noqa: F401 - re-collected here, on the lean stack

@@ -21,10 +21,10 @@ from pydantic import SecretStr
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
-from datadiver_graph.dev_keys import mint_dev_token
-from datadiver_graph.logs import make_handler
-from datadiver_graph.metrics import MAX_OPERATION_NAMES
+from datadiver_graph.dev.keys import mint_dev_token
+from datadiver_graph.observability.logs import make_handler
+from datadiver_graph.observability.metrics import MAX_OPERATION_NAMES
+from datadiver_graph.storage.mongo import Database
 from tests.graphql_client import gql
 from tests.metrics_support import Scrape, scrape
 from tests.servers import serve_app
@@ -328,7 +328,7 @@ def test_invalid_log_format_names_the_variable(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_text_lines_are_readable_with_their_fields() -> None:
-    from datadiver_graph.logs import request_id_var
+    from datadiver_graph.observability.logs import request_id_var
 
     buffer = io.StringIO()
     logger = logging.getLogger("tests.observability.text")

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from datadiver_graph.api.webhooks import DEV_WEBHOOK_SECRET
 from datadiver_graph.config import Settings
-from datadiver_graph.dev_keys import mint_dev_token
-from datadiver_graph.embedded import free_port
-from datadiver_graph.webhooks import DEV_WEBHOOK_SECRET
+from datadiver_graph.dev.keys import mint_dev_token
+from datadiver_graph.storage.embedded import free_port
 from tests.cli import clean_env, executable
 from tests.metrics_support import scrape_sync
 from tests.test_serve_lifecycle import wait_ready

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from datadiver_graph.api import http as http_view
+from datadiver_graph.api.persisted_documents import LruStore, PersistedDocuments
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings, SettingsError, load_settings
-from datadiver_graph.db import Database
-from datadiver_graph.graphql import http as http_view
-from datadiver_graph.graphql.persisted_documents import LruStore, PersistedDocuments
+from datadiver_graph.storage.mongo import Database
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.servers import serve_app
 from tests.ws_client import LEGACY_WS, PROTOCOLS, TRANSPORT_WS, open_ws

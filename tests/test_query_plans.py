@@ -1,4 +1,4 @@
-"""Planned queries (graphql/query_plans.py) answer exactly as graphql-core does.
+"""Planned queries (fastpaths/query_plans.py) answer exactly as graphql-core does.
 
 Each case runs the same document through its plan and through graphql-core's `execute`
 on the same schema and compares the formatted results, errors and their paths included.
@@ -15,13 +15,13 @@ import pytest
 import strawberry
 from graphql import ExecutionResult, GraphQLError, execute, parse, specified_rules, validate
 
+from datadiver_graph.api.schema.documents import make_preparer
+from datadiver_graph.api.schema.schema import Schema, build_schema
 from datadiver_graph.config import Settings
-from datadiver_graph.graphql import query_plans
-from datadiver_graph.graphql.direct import execute_prepared, prepare_operation
-from datadiver_graph.graphql.documents import make_preparer
-from datadiver_graph.graphql.execution import ShortcutExecutionContext
-from datadiver_graph.graphql.query_plans import QueryPlan, plan_for
-from datadiver_graph.graphql.schema import Schema, build_schema
+from datadiver_graph.fastpaths import query_plans
+from datadiver_graph.fastpaths.direct import execute_prepared, prepare_operation
+from datadiver_graph.fastpaths.execution import ShortcutExecutionContext
+from datadiver_graph.fastpaths.query_plans import QueryPlan, plan_for
 
 
 @strawberry.enum

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from datadiver_graph.embedded import free_port
+from datadiver_graph.storage.embedded import free_port
 from tests.cli import assert_one_line_error, clean_env, executable, run
 
 READY_WITHIN = 15.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from datadiver_graph.config import Settings
-from datadiver_graph.dev_keys import mint_dev_token
+from datadiver_graph.dev.keys import mint_dev_token
 from tests.cli import clean_env
 from tests.test_serve_lifecycle import accepts_connections, serving
 from tests.ws_client import ServerClosed, open_ws

@@ -14,7 +14,7 @@ import pytest
 import strawberry
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from datadiver_graph.graphql.executor import PerEventExecutionContext
+from datadiver_graph.fastpaths.executor import PerEventExecutionContext
 
 EVENTS = 200
 

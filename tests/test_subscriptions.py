@@ -20,12 +20,12 @@ import pytest
 from starlette.applications import Starlette
 from svix.webhooks import Webhook
 
+from datadiver_graph.api.http import GraphQLView
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.db import Database
 from datadiver_graph.domain import payments, users
-from datadiver_graph.graphql.http import GraphQLView
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage.mongo import Database
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.graphql_client import gql
 from tests.jwks_server import JwksServer, TestKey, clerk_claims

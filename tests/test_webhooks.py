@@ -16,12 +16,13 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from svix.webhooks import Webhook
 
-from datadiver_graph import db, events, webhooks
+from datadiver_graph.api import webhooks
+from datadiver_graph.api.webhooks import MAX_BODY_BYTES
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.domain import clerk_events, sessions
-from datadiver_graph.store import Store
-from datadiver_graph.webhooks import MAX_BODY_BYTES
+from datadiver_graph.domain import clerk_events, events, sessions
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage import mongo as db
 from tests.servers import serve_app
 from tests.webhook_support import (
     SECRET,

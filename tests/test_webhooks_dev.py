@@ -7,12 +7,12 @@ import argparse
 import pytest
 from pydantic import SecretStr
 
-from datadiver_graph import db
 from datadiver_graph.app import create_app
 from datadiver_graph.cli import CliError
 from datadiver_graph.config import Settings
-from datadiver_graph.dev_webhook import add_dev_webhook_parser, build_payload, run_dev_webhook
+from datadiver_graph.dev.webhook import add_dev_webhook_parser, build_payload, run_dev_webhook
 from datadiver_graph.domain import clerk_events
+from datadiver_graph.storage import mongo as db
 from tests.servers import serve_app
 from tests.webhook_support import SECRET
 

@@ -10,10 +10,10 @@ import httpx
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
-from datadiver_graph import db
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
-from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage.embedded import EmbeddedMongo
 from tests.servers import serve_app
 from tests.webhook_support import SECRET, USER_CREATED, USER_ID, sign, user_event
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from datadiver_graph.api.webhooks import DEV_WEBHOOK_SECRET, webhook_secret
 from datadiver_graph.config import Settings, SettingsError
 from datadiver_graph.domain import clerk_events
 from datadiver_graph.domain.errors import InvalidInput
-from datadiver_graph.webhooks import DEV_WEBHOOK_SECRET, webhook_secret
 from tests.webhook_support import SECRET, T0, USER_CREATED, payment_data
 
 USER = USER_CREATED["data"]

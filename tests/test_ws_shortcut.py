@@ -1,4 +1,4 @@
-"""A /graphql WebSocket goes straight to the view (ws_shortcut.py); anything else is routed."""
+"""A /graphql WebSocket goes straight to the view (fastpaths/ws_shortcut.py); anything else is routed."""
 
 from __future__ import annotations
 

@@ -23,15 +23,15 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import Protocol
 
-from datadiver_graph.embedded import free_port
-from datadiver_graph.http_transport import HTTP_PROTOCOL, JoiningTransport
-from datadiver_graph.ws_transport import (
+from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL, JoiningTransport
+from datadiver_graph.fastpaths.ws_transport import (
     WS_PROTOCOL,
     LeanEvent,
     LeanQueue,
     LeanWebSocketProtocol,
     PingWheel,
 )
+from datadiver_graph.storage.embedded import free_port
 
 TIMEOUT = 5.0
 

@@ -18,18 +18,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from datadiver_graph import db, dev_keys, graphiql, metrics, webhooks
-from datadiver_graph.access_log import AccessLogMiddleware
-from datadiver_graph.auth import TokenVerifier
+from datadiver_graph.api import graphiql, webhooks
+from datadiver_graph.api.http import GraphQLView
+from datadiver_graph.api.ratelimit import create_rate_limiter
+from datadiver_graph.auth.identity import TokenVerifier
 from datadiver_graph.config import Settings, load_settings
-from datadiver_graph.dev_jwks_route import jwks_endpoint
-from datadiver_graph.embedded import EmbeddedMongo
+from datadiver_graph.dev import keys as dev_keys
+from datadiver_graph.dev.jwks_route import jwks_endpoint
+from datadiver_graph.domain.store import Store
 from datadiver_graph.fanout import EventHub
-from datadiver_graph.graphql.http import GraphQLView
-from datadiver_graph.logs import configure_logging
-from datadiver_graph.ratelimit import create_rate_limiter
-from datadiver_graph.store import Store
-from datadiver_graph.ws_shortcut import WebSocketShortcut
+from datadiver_graph.fastpaths.ws_shortcut import WebSocketShortcut
+from datadiver_graph.observability import metrics
+from datadiver_graph.observability.access_log import AccessLogMiddleware
+from datadiver_graph.observability.logs import configure_logging
+from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage.embedded import EmbeddedMongo
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,9 @@ def _bench_routes() -> list[BaseRoute]:
     import orjson
     from starlette.responses import Response
 
-    from datadiver_graph.auth import AuthError
+    from datadiver_graph.api.schema.scalars import from_epoch_ms
+    from datadiver_graph.auth.identity import AuthError
     from datadiver_graph.domain import users
-    from datadiver_graph.graphql.scalars import from_epoch_ms
 
     async def current_user(request: Request) -> Response:
         _, _, token = request.headers.get("authorization", "").partition(" ")

@@ -21,21 +21,21 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from datadiver_graph import db
 from datadiver_graph.config import Settings, SettingsError, load_settings
-from datadiver_graph.dev_webhook import add_dev_webhook_parser, run_dev_webhook
+from datadiver_graph.dev.webhook import add_dev_webhook_parser, run_dev_webhook
 from datadiver_graph.domain.bulk import ImportMode, import_records
 from datadiver_graph.domain.errors import DomainError
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.tables import TABLES, get_table
-from datadiver_graph.embedded import EmbeddedDatabaseError, EmbeddedMongo
 from datadiver_graph.fanout import EventHub
-from datadiver_graph.logs import configure_logging
-from datadiver_graph.store import Store
+from datadiver_graph.observability.logs import configure_logging
+from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage.embedded import EmbeddedDatabaseError, EmbeddedMongo
 
 log = logging.getLogger("datadiver_graph")
 
 
-# prometheus-client's multi-process directory (see metrics.py).
+# prometheus-client's multi-process directory (see observability/metrics.py).
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -117,8 +117,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
     from datadiver_graph.app import create_app, preflight
-    from datadiver_graph.http_transport import HTTP_PROTOCOL
-    from datadiver_graph.ws_transport import WS_PROTOCOL
+    from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL
+    from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
 
     preflight(settings)  # before anything starts: a bad configuration fails in one line
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler found
@@ -141,9 +141,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             "log_level": settings.log_level.lower(),
             "ws_per_message_deflate": False,
             # uvicorn's sans-I/O WebSocket protocol, keeping ~10 KiB less per open
-            # connection (thousands of idle subscribers; see ws_transport.py).
+            # connection (thousands of idle subscribers; see fastpaths/ws_transport.py).
             "ws": WS_PROTOCOL,
-            # uvicorn's httptools protocol, sending a response in one write (http_transport.py).
+            # uvicorn's httptools protocol, sending a response in one write (fastpaths/http_transport.py).
             "http": HTTP_PROTOCOL,
             "timeout_graceful_shutdown": 10,
             "proxy_headers": True,
@@ -175,7 +175,7 @@ def _mode(args: argparse.Namespace) -> ImportMode:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, None]:
-    from datadiver_graph import jsonl
+    from datadiver_graph.domain import jsonl
 
     table = get_table(args.table)
     path = Path(args.file)
@@ -206,7 +206,7 @@ def _check_writable(target: Path) -> None:
 
 
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
-    from datadiver_graph import jsonl
+    from datadiver_graph.domain import jsonl
 
     if args.table is None and args.path is None:
         raise CliError("export of every table needs --path snapshot.zip (or --table T)")
@@ -236,7 +236,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> None:
-    from datadiver_graph.graphql.schema import schema_sdl
+    from datadiver_graph.api.schema.schema import schema_sdl
 
     sdl = schema_sdl()
     if not args.check:
@@ -253,7 +253,7 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_dev_token(args: argparse.Namespace, settings: Settings) -> None:
-    from datadiver_graph.dev_keys import mint_dev_token
+    from datadiver_graph.dev.keys import mint_dev_token
     from datadiver_graph.domain.ids import check_id
 
     check_id(args.user, "--user")

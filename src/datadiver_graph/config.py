@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from datadiver_graph.graphql.persisted_documents import load_manifest
+from datadiver_graph.api.persisted_documents import load_manifest
 
 Environment = Literal["development", "production"]
 
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=AliasChoices("CORS_ALLOWED_ORIGINS")
     )
 
-    # Persisted documents (graphql/persisted_documents.py). APQ documents kept per process
+    # Persisted documents (api/persisted_documents.py). APQ documents kept per process
     # (least recently used dropped); 0 turns APQ off.
     apq_cache_size: int = Field(
         default=1_000, ge=0, le=100_000, validation_alias=AliasChoices("APQ_CACHE_SIZE")

@@ -2,7 +2,7 @@
 // user.* and paymentAttempt.* only; subscription events are built here in Clerk's shape
 // (`BillingSubscriptionWebhookEventJSON` of @clerk/backend, as tests/billing_support.py
 // does) and signed as Svix signs them, with the server's development secret
-// (DEV_WEBHOOK_SECRET in src/datadiver_graph/webhooks.py; public, never used in production).
+// (DEV_WEBHOOK_SECRET in src/datadiver_graph/api/webhooks.py; public, never used in production).
 import { createHmac, randomUUID } from "node:crypto";
 
 export const DEV_WEBHOOK_SECRET = "whsec_ZGF0YWRpdmVyLWdyYXBoLWRldi13ZWJob29rLWtleSE=";

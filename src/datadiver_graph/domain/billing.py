@@ -53,14 +53,15 @@ from pydantic.alias_generators import to_camel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from datadiver_graph import db, events
+from datadiver_graph.domain import events
 from datadiver_graph.domain.clerk_values import as_int, as_object, as_text, as_timestamp
 from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.errors import Conflict
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.records import Record, Timestamp, new_id
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.versioned import ATTEMPTS
-from datadiver_graph.store import Store
+from datadiver_graph.storage import mongo as db
 
 log = logging.getLogger(__name__)
 

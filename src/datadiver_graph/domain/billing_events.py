@@ -19,10 +19,10 @@ import orjson
 from bson.errors import InvalidDocument
 from pydantic import Field
 
-from datadiver_graph import db
 from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.records import Record, Timestamp, new_id
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage import mongo as db
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from datadiver_graph import events
+from datadiver_graph.domain import events
 from datadiver_graph.domain.errors import Conflict, InvalidInput
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.records import Record, new_id
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.tables import Table
-from datadiver_graph.store import Store
 
 
 class ImportMode(enum.Enum):

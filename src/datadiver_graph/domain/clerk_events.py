@@ -33,7 +33,7 @@ from datadiver_graph.domain import billing, billing_events, payments, users, web
 from datadiver_graph.domain.batching import Batcher
 from datadiver_graph.domain.clerk_values import as_int, as_object, as_text, as_timestamp
 from datadiver_graph.domain.errors import InvalidInput
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, TypeVar
 
-from datadiver_graph import events
-from datadiver_graph.domain import billing, payments, sessions, users
+from datadiver_graph.domain import billing, events, payments, sessions, users
 from datadiver_graph.domain.billing import BillingSubscription
 from datadiver_graph.domain.payments import PaymentAttempt
 from datadiver_graph.domain.sessions import Session
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.users import User
 from datadiver_graph.fanout import RESYNC, Item, SlowConsumer
-from datadiver_graph.store import Store
 
 T = TypeVar("T")
 OnOverflow = Callable[[], None] | None

@@ -6,13 +6,13 @@ from typing import Any
 
 from pydantic import Field
 
-from datadiver_graph import events
+from datadiver_graph.domain import events
 from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.pagination import Page, newest_first
 from datadiver_graph.domain.records import Metadata, Record, Timestamp, new_id
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.versioned import ATTEMPTS
-from datadiver_graph.store import Store
 
 # Once Clerk has settled an attempt, a late "pending" delivery must not reopen it.
 SETTLED = frozenset({"paid", "failed"})

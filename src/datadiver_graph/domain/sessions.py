@@ -9,15 +9,15 @@ from pydantic import Field
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from datadiver_graph import events
+from datadiver_graph.domain import events
 from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.errors import Conflict, NotFound
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.json_values import check_json_object, merge_by_key
 from datadiver_graph.domain.pagination import Page, newest_first
 from datadiver_graph.domain.records import Metadata, Record, Timestamp, new_id
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.versioned import update_atomic, update_versioned
-from datadiver_graph.store import Store
 
 
 class Session(Record):

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from datadiver_graph import db
 from datadiver_graph.domain import payments, sessions, users
 from datadiver_graph.domain.records import Record
+from datadiver_graph.storage import mongo as db
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,14 +11,15 @@ from pydantic import Field
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from datadiver_graph import db, events
+from datadiver_graph.domain import events
 from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.errors import Conflict, InvalidInput
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.json_values import check_json_object, merge_by_key
 from datadiver_graph.domain.records import Preferences, Record, Timestamp, new_id
+from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.versioned import update_versioned
-from datadiver_graph.store import Store
+from datadiver_graph.storage import mongo as db
 
 MAX_NAME_LENGTH = 200
 TOMBSTONES = "userTombstones"

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 from pymongo.errors import BulkWriteError
 
-from datadiver_graph import db
-from datadiver_graph.db import Document
-from datadiver_graph.store import Store
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage.mongo import Document
 
 
 async def seen(store: Store, delivery_id: str) -> bool:

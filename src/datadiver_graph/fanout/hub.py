@@ -15,7 +15,7 @@ from typing import Final
 
 from broadcaster._backends.base import BroadcastBackend
 
-from datadiver_graph.events import Event
+from datadiver_graph.domain.events import Event
 from datadiver_graph.fanout.backends import SelfHealing, create_backend, max_message_bytes
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,455 @@
+"""The Starlette-facing GraphQL endpoint: HTTP (POST/GET) and WebSocket on `/graphql`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, cast
+
+import orjson
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.types.unset import UnsetType
+
+from datadiver_graph.api.graphiql import render_page
+from datadiver_graph.api.persisted_documents import (
+    PersistedDocumentError,
+    PersistedDocuments,
+    load_manifest,
+)
+from datadiver_graph.api.ratelimit import RateLimiter
+from datadiver_graph.api.schema.context import Context
+from datadiver_graph.api.schema.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
+from datadiver_graph.api.schema.schema import Schema, build_schema
+from datadiver_graph.api.ws import PersistedGraphQLWSHandler, TextFrameWebSocketAdapter
+from datadiver_graph.auth.identity import AuthError, Identity, TokenVerifier, identify
+from datadiver_graph.config import Settings
+from datadiver_graph.fastpaths.direct import execute_prepared, prepare_operation
+from datadiver_graph.fastpaths.ws_handler import LiveTransportWSHandler
+
+log = logging.getLogger(__name__)
+
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
+JSON_CONTENT_TYPES = ("application/json", GRAPHQL_RESPONSE_JSON)
+
+# Codes for the refusals that happen before GraphQL runs (strawberry answers them as text).
+HTTP_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMITED",
+}
+
+
+class CodedHTTPException(HTTPException):
+    def __init__(
+        self, status_code: int, reason: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+        self.headers = headers or {}
+
+
+def _error_response(exc: HTTPException) -> Response:
+    code = getattr(exc, "code", None) or HTTP_ERROR_CODES.get(exc.status_code, "BAD_REQUEST")
+    body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
+    return Response(
+        orjson.dumps(body),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=getattr(exc, "headers", None) or {},
+    )
+
+
+def _limit_body(receive: Receive, limit: int) -> Receive:
+    """Refuse a body larger than `limit` while it streams in, whatever Content-Length said."""
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise CodedHTTPException(
+                    413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
+                )
+        return message
+
+    return limited
+
+
+def _codes(response: Mapping[str, Any]) -> set[str]:
+    return {
+        (error.get("extensions") or {}).get("code", "") for error in response.get("errors") or []
+    }
+
+
+def _is_request_error(response: Mapping[str, Any]) -> bool:
+    """Nothing executed (parse, validation or variable errors): a 4xx under the new media type.
+
+    Such errors have no `path`; a resolver's error (even BAD_USER_INPUT) has one.
+    """
+    if response.get("data") is not None:
+        return False
+    errors = response.get("errors") or []
+    return bool(errors) and all(
+        "path" not in error and (error.get("extensions") or {}).get("code") in REQUEST_ERROR_CODES
+        for error in errors
+    )
+
+
+def _media_type(request: Request | WebSocket) -> str:
+    accept = request.headers.get("accept", "")
+    return GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
+
+
+def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:
+    if media_type == GRAPHQL_RESPONSE_JSON and _is_request_error(response):
+        return 400, {}
+    if _codes(response) & {SERVICE_UNAVAILABLE}:
+        # Load balancers and clients retry a 503; a 200 carrying an outage would hide it.
+        return 503, {"retry-after": "1"}
+    return 200, {}
+
+
+def _without_data(response: GraphQLHTTPResponse) -> GraphQLHTTPResponse:
+    """A request error carries no `data` entry under application/graphql-response+json
+    (GraphQL over HTTP; graphql-http's audit checks it)."""
+    return cast(GraphQLHTTPResponse, {k: v for k, v in response.items() if k != "data"})
+
+
+def _persisted_error(exc: PersistedDocumentError, media_type: str) -> Response:
+    status = 200 if exc.soft and media_type != GRAPHQL_RESPONSE_JSON else exc.status
+    return Response(
+        orjson.dumps({"errors": [exc.formatted]}),
+        status_code=status,
+        media_type=media_type,
+        # As Apollo Server: an APQ miss answered to a GET must not be cached on the way.
+        headers={"cache-control": "private, no-cache, must-revalidate"},
+    )
+
+
+# Extensions the direct path may ignore: the APQ hash (resolved before it runs) and the
+# client name Apollo Client 4 adds. Any other makes strawberry answer.
+_DIRECT_EXTENSIONS = frozenset({"persistedQuery", "clientLibrary"})
+
+
+class GraphQLView(GraphQL[Context, None]):
+    websocket_adapter_class = TextFrameWebSocketAdapter
+    # graphql-transport-ws subscriptions run as one task-less object each (ws_handler.py).
+    graphql_transport_ws_handler_class = LiveTransportWSHandler
+    graphql_ws_handler_class = PersistedGraphQLWSHandler
+
+    def __init__(self, settings: Settings) -> None:
+        schema = build_schema(settings)
+        super().__init__(
+            schema,
+            graphql_ide=None if settings.is_production else "graphiql",
+            allow_queries_via_get=True,
+            keep_alive=True,
+            keep_alive_interval=15,
+            connection_init_wait_timeout=timedelta(seconds=10),
+            max_subscriptions_per_connection=50,
+            # A browser page may open a WebSocket from the origins it may call over HTTP,
+            # and from no other (the `__session` cookie would let any site subscribe).
+            allowed_origins=settings.cors_allowed_origins,
+        )
+        self.settings = settings
+        self.graphql_schema = schema
+        self.persisted = _persisted_documents(settings, schema)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        limit = self.settings.max_body_bytes
+        request = Request(scope, receive=_limit_body(receive, limit))
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > limit:
+                raise CodedHTTPException(
+                    413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
+                )
+            response = await self._run_direct(request)
+            if response is None:
+                response = await self.run(request)
+        except HTTPException as exc:
+            response = _error_response(exc)
+        except PersistedDocumentError as exc:
+            response = _persisted_error(exc, _media_type(request))
+        await response(scope, receive, send)
+
+    async def _run_direct(self, request: Request) -> Response | None:
+        """One known-valid query or mutation (its text, APQ hash or documentId), on
+        fastpaths/direct.py's path; None when it is anything else (strawberry then answers
+        it, errors included, as it always has). Raises PersistedDocumentError."""
+        data, size = await self._direct_data(request)
+        if data is None:
+            return None
+        query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
+        extensions, document_id = data.get("extensions"), data.get("documentId")
+        if extensions is not None and not (
+            isinstance(extensions, dict) and extensions.keys() <= _DIRECT_EXTENSIONS
+        ):
+            return None
+        if extensions or document_id is not None or self.persisted.active:
+            query = self.persisted.resolve(query, extensions, document_id)
+        if not (
+            isinstance(query, str)
+            and (variables is None or isinstance(variables, dict))
+            and (name is None or isinstance(name, str))
+        ):
+            return None
+        limit = self.settings.max_variables_bytes
+        if variables and size > limit and len(orjson.dumps(variables)) > limit:
+            return None
+        prepared = prepare_operation(self.graphql_schema, query, name)
+        if prepared is None or (request.method == "GET" and prepared.kind != "query"):
+            return None
+        context = await self._http_context(request, response=None)
+        result = await execute_prepared(self.graphql_schema, prepared, variables, context)
+        media_type = _media_type(request)
+        payload = process_result(result)
+        status, headers = _status(payload, media_type)
+        if status == 400:
+            payload = _without_data(payload)
+        return Response(
+            self.encode_json(payload), status_code=status, media_type=media_type, headers=headers
+        )
+
+    async def _direct_data(self, request: Request) -> tuple[dict[str, Any] | None, int]:
+        """The request's GraphQL parameters (a POSTed JSON object, or a GET's query string)
+        and their size; None for anything the direct path leaves to strawberry."""
+        if request.method == "GET":
+            params = request.query_params
+            data: dict[str, Any] = dict(params)
+            try:
+                for key in ("variables", "extensions"):
+                    if params.get(key):
+                        data[key] = orjson.loads(params[key])
+            except orjson.JSONDecodeError:
+                return None, 0
+            return data, len(request.url.query)
+        if request.method != "POST":
+            return None, 0
+        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if content_type not in JSON_CONTENT_TYPES:
+            return None, 0
+        body = await request.body()  # kept by the request for strawberry, should it answer
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None, 0
+        return (data, len(body)) if isinstance(data, dict) else (None, 0)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted document has no `query` either: it wants the document.
+        params = request.query_params
+        if "extensions" in params or "documentId" in params:
+            return False
+        return super().should_render_graphql_ide(request)
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            # Only JSON: a form or text/plain POST is a "simple" cross-site request (CSRF).
+            if content_type not in JSON_CONTENT_TYPES:
+                raise CodedHTTPException(
+                    415,
+                    "POST /graphql needs Content-Type: application/json",
+                    "UNSUPPORTED_MEDIA_TYPE",
+                )
+        parsed = await super().parse_http_body(request)
+        items = parsed if isinstance(parsed, list) else [parsed]
+        document_ids = await self._document_ids(request, len(items))
+        for item, document_id in zip(items, document_ids, strict=True):
+            if item.extensions or document_id is not None or self.persisted.active:
+                query = self.persisted.resolve(item.query, item.extensions, document_id)
+                item.query = query if isinstance(query, str) or query is None else item.query
+        limit = self.settings.max_variables_bytes
+        for item in items:
+            if item.variables and len(orjson.dumps(item.variables)) > limit:
+                raise CodedHTTPException(
+                    413, f"variables exceed {limit} bytes", "VARIABLES_TOO_LARGE"
+                )
+        return parsed
+
+    async def _document_ids(self, request: AsyncHTTPRequestAdapter, count: int) -> list[object]:
+        """Each operation's `documentId` (strawberry's request data has no field for it)."""
+        if request.method == "GET":
+            return [request.query_params.get("documentId")]
+        body = await request.get_body()
+        if b"documentId" not in body:
+            return [None] * count
+        data = self.decode_json(body)
+        items = data if isinstance(data, list) else [data]
+        return [item.get("documentId") if isinstance(item, dict) else None for item in items]
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from this server's own files (graphiql/), never a CDN; development only."""
+        return render_page(request)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)
+
+    async def _authenticate(
+        self,
+        verifier: TokenVerifier,
+        *,
+        authorization: str | None,
+        cookie: str | None,
+        service_key: str | None,
+    ) -> tuple[Identity, str | None]:
+        try:
+            identity = await identify(
+                verifier,
+                self.settings,
+                authorization=authorization,
+                session_cookie=cookie,
+                service_key=service_key,
+            )
+        except AuthError as exc:
+            return Identity.anonymous(), str(exc)
+        return identity, None
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        return await self._http_context(request, response)
+
+    async def _http_context(self, request: Request | WebSocket, response: Any) -> Context:
+        state = request.app.state
+        context = Context(
+            store=state.store,
+            settings=self.settings,
+            identity=Identity.anonymous(),
+            request=request,
+            response=response,
+        )
+        if isinstance(request, Request):
+            context.identity, context.auth_error = await self._authenticate(
+                state.verifier,
+                authorization=request.headers.get("authorization"),
+                cookie=request.cookies.get("__session"),
+                service_key=request.headers.get("x-service-key"),
+            )
+            await self._check_rate(state.rate_limiter, context.identity, request)
+        return context
+
+    @staticmethod
+    async def _check_rate(
+        limiter: RateLimiter | None, identity: Identity, request: Request
+    ) -> None:
+        if limiter is None:
+            return
+        if identity.is_service:
+            key = "service"
+        elif identity.user_id is not None:
+            key = f"user:{identity.user_id}"
+        else:
+            key = f"ip:{request.client.host if request.client else 'unknown'}"
+        retry_after = await limiter.hit(key)
+        if retry_after is not None:
+            raise CodedHTTPException(
+                429,
+                "rate limit exceeded; try again later",
+                "RATE_LIMITED",
+                headers={"Retry-After": str(max(1, round(retry_after)))},
+            )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Credentials come from connectionParams; the identity then holds for the connection."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        authorization = params.get("Authorization") or params.get("authorization")
+        token = params.get("authToken")
+        if authorization is None and isinstance(token, str):
+            authorization = f"Bearer {token}"
+        service_key = params.get("serviceKey") or params.get("X-Service-Key")
+        request: WebSocket = context.request
+        identity, error = await self._authenticate(
+            request.app.state.verifier,
+            authorization=authorization if isinstance(authorization, str) else None,
+            cookie=request.cookies.get("__session"),
+            service_key=service_key if isinstance(service_key, str) else None,
+        )
+        if error is not None or not identity.is_authenticated:
+            # graphql-transport-ws closes with 4403 and drops this payload; the legacy
+            # protocol sends it as `connection_error`, where a client shows the message.
+            reason = error or "connection_init carried no credentials"
+            raise ConnectionRejectionError(
+                {"message": f"unauthenticated: {reason}", "extensions": {"code": "UNAUTHENTICATED"}}
+            )
+        context.identity = identity
+        return None
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # create_response() is not given the request; carry the negotiated media type.
+        sub_response.media_type = _media_type(request)
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or "application/json"
+        status, headers = 200, dict[str, str]()
+        if isinstance(response_data, Mapping):
+            status, headers = _status(response_data, media_type)
+            if status == 400:
+                response_data = _without_data(response_data)
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = media_type
+        if status != 200:
+            response.status_code = status
+            response.headers.update(headers)
+        return response
+
+
+def _persisted_documents(settings: Settings, schema: Schema) -> PersistedDocuments:
+    """The APQ store and the trusted manifest, its documents parsed and validated now (the
+    schema's cache keeps them: under TRUSTED_DOCUMENTS_ONLY no other text reaches it)."""
+
+    def valid(text: str) -> bool:
+        try:
+            return not schema.prepare(text)[1]
+        except GraphQLError:
+            return False
+
+    path = settings.trusted_documents_path
+    manifest = load_manifest(path) if path is not None else {}
+    invalid = sorted(key for key, text in manifest.items() if not valid(text))
+    if invalid:
+        log.warning(
+            "%d trusted documents do not validate against this schema: %s",
+            len(invalid),
+            ", ".join(invalid[:5]),
+        )
+    return PersistedDocuments(
+        manifest=manifest,
+        apq_size=settings.apq_cache_size,
+        trusted_only=settings.trusted_documents_only,
+        validate=valid,
+    )

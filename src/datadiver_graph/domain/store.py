@@ -1,0 +1,31 @@
+"""The handle every domain function writes through: persistence plus publication."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from datadiver_graph.domain.batching import Batcher
+from datadiver_graph.fanout import EventHub
+from datadiver_graph.storage.mongo import Database
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    db: Database
+    events: EventHub
+    # Group-commit queues (domain.batching), one per batched write, made on first use.
+    _batchers: dict[str, Batcher[Any, Any]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def batcher(self, name: str, make: Callable[[Store], Batcher[T, R]]) -> Batcher[T, R]:
+        """The store's batcher called `name`, made by `make(store)` the first time."""
+        found = self._batchers.get(name)
+        if found is None:
+            found = self._batchers[name] = make(self)
+        return found
