@@ -131,23 +131,32 @@ class TcpProxy:
         )
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # refuse new connections
+        # Cut the forwarded connections before waiting for the server: since Python 3.12.1,
+        # Server.wait_closed() waits until every accepted connection is gone (3.11 returned at
+        # once), so waiting first would wait forever on the idle LISTEN connection.
         for writer in list(self._writers):
             writer.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)  # stop() must cut it even while the upstream connect runs
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
+            self._writers.discard(writer)
             writer.transport.abort()
             return
-        self._writers |= {writer, up_writer}
+        if writer.transport.is_closing():  # stop() came first
+            up_writer.transport.abort()
+            return
+        self._writers.add(up_writer)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pipe(source, sink))
             self._tasks.add(task)
