@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -678,3 +679,33 @@ async def test_slow_websocket_consumer_is_closed_and_others_get_every_event(
             record = session.model_copy(update={"version": version + 1}).to_doc()
             await hub.publish(channels, Event("session.updated", record))
             assert (await fast.data(fast_op))["session"]["version"] == version + 1
+
+
+# --- independence from broadcaster -------------------------------------------------------------
+
+
+def test_fanout_runs_with_broadcaster_unimportable() -> None:
+    """fan-out keeps broadcaster's backend interface itself, so no broadcaster release (nor its
+    absence) can break it: every backend module imports, and a hub delivers, without it."""
+    script = """
+import asyncio, sys
+sys.modules["broadcaster"] = None  # any import of it, public or private, now fails
+from datadiver_graph.fanout import EventHub
+from datadiver_graph.fanout import memory_backend, postgres_backend, redis_backend
+from datadiver_graph.domain.events import Event
+
+async def main():
+    hub = EventHub("memory://")
+    await hub.connect()
+    async with hub.subscribe("c") as subscription:
+        await hub.publish(("c",), Event("session.updated", {"version": 1}))
+        print((await asyncio.wait_for(subscription.next(), 5)).record["version"])
+    await hub.disconnect()
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"

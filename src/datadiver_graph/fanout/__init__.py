@@ -1,9 +1,9 @@
-"""Cross-process fan-out of domain events: broadcaster backends under a local hub.
+"""Cross-process fan-out of domain events: a local hub over one pub/sub backend.
 
-broadcaster 0.3.1 (its last release) keeps one unbounded queue per subscriber and its
-Redis listener dies silently when the connection drops (upstream issue #144). We keep its
-backend interface and its memory/Postgres backends, and put our own pieces where those
-weaknesses are: a reconnecting Redis backend and a hub with bounded subscriber queues.
+The shape is broadcaster's (one small backend interface, one file per backend), without
+depending on it: the hub keeps bounded subscriber queues where broadcaster 0.3.1 keeps
+unbounded ones, and the backends notice a lost link and reconnect, where broadcaster's
+Redis listener dies silently (its issue #144).
 """
 
 from datadiver_graph.fanout.hub import RESYNC, EventHub, Item, SlowConsumer, Subscription

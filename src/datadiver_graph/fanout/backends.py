@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlparse
 
-from broadcaster._backends.base import BroadcastBackend
-from broadcaster._backends.memory import MemoryBackend
+from datadiver_graph.fanout.backend_base import BroadcastBackend
+from datadiver_graph.fanout.memory_backend import MemoryBackend
 
 ReconnectCallback = Callable[[], Awaitable[None]]
 
@@ -31,15 +31,15 @@ MAX_MESSAGE_BYTES = {"postgres": 7900, "postgresql": 7900}
 def create_backend(url: str) -> BroadcastBackend:
     scheme = urlparse(url).scheme
     if scheme == "memory":
-        return MemoryBackend(url)
+        return MemoryBackend()
     if scheme in ("redis", "rediss"):
         from datadiver_graph.fanout.redis_backend import ReconnectingRedisBackend
 
         return ReconnectingRedisBackend(url)
     if scheme in ("postgres", "postgresql"):
-        from datadiver_graph.fanout.postgres_backend import WatchedPostgresBackend
+        from datadiver_graph.fanout.postgres_backend import PostgresBackend
 
-        return WatchedPostgresBackend(url)
+        return PostgresBackend(url)
     raise ValueError(f"unsupported BROADCAST_URL scheme {scheme!r}")
 
 

@@ -13,9 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from broadcaster._backends.base import BroadcastBackend
-
 from datadiver_graph.domain.events import Event
+from datadiver_graph.fanout.backend_base import BroadcastBackend
 from datadiver_graph.fanout.backends import SelfHealing, create_backend, max_message_bytes
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class Subscription:
     either awaits `next()` (or iterates it), or is told by `notify` that an item is
     queued and takes it with `pop()` - for a consumer with no task of its own while idle.
     A server holds one per live subscription, thousands of them mostly idle, so it keeps
-    no asyncio.Queue (four deques and an Event, ~3 KiB): the backlog is a list that exists
+    no asyncio.Queue (four deques and an Event each): the backlog is a list that exists
     only while something is queued, and a waiting consumer a single future.
     """
 

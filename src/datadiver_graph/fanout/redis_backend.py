@@ -1,9 +1,10 @@
-"""A Redis pub/sub backend that survives Redis restarts.
+"""Fan-out through Redis pub/sub on redis-py, surviving Redis restarts.
 
-broadcaster's own RedisBackend reads in a task that dies with the connection, after which
-every subscriber waits forever. Here one reader task owns the subscriber connection: on
-any connection error it reconnects with backoff, subscribes to every channel again, and
-tells the hub, which asks subscribers to re-read what they may have missed.
+broadcaster's RedisBackend (0.3.1) reads in a task that dies with the connection, after
+which every subscriber waits forever (its issue #144). Here one reader task owns the
+subscriber connection: on any connection error it reconnects with backoff, subscribes to
+every channel again, and tells the hub, which asks subscribers to re-read what they may
+have missed.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import contextlib
 import logging
 from typing import Any
 
-from broadcaster._backends.base import BroadcastBackend
-from broadcaster._base import Event
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from datadiver_graph.fanout.backend_base import BroadcastBackend, Event
 from datadiver_graph.fanout.backends import ReconnectCallback
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class ReconnectingRedisBackend(BroadcastBackend):
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.unsubscribe(channel)
 
-    async def publish(self, channel: str, message: Any) -> None:
+    async def publish(self, channel: str, message: str) -> None:
         await self._publisher.publish(channel, message)
 
     async def next_published(self) -> Event:
