@@ -365,9 +365,7 @@ async def _write(
             )
             if result.modified_count != 1:
                 continue
-        await store.events.publish(
-            channels(stored), events.Event("billing.updated", stored.to_doc())
-        )
+        await store.publish("billing.updated", stored, channels(stored))
         return Change.CHANGED, stored
     raise Conflict("billing subscription is being changed by others; try again")
 

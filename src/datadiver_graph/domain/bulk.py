@@ -8,7 +8,6 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError, OperationFailure
 
-from datadiver_graph.domain import events
 from datadiver_graph.domain.errors import Conflict, InvalidInput
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.records import Record, new_id
@@ -101,9 +100,7 @@ async def import_records(
                 ) from None
             raise
     for record in records:
-        await store.events.publish(
-            table.channels(record), events.Event(table.event_kind, record.to_doc())
-        )
+        await store.publish(table.event_kind, record, table.channels(record))
     return len(records)
 
 

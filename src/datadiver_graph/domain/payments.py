@@ -72,7 +72,7 @@ async def upsert_attempt(store: Store, attempt: PaymentAttempt) -> PaymentAttemp
             )
             if result.upserted_id is None:
                 continue  # another delivery inserted it first: compare against that one
-            return await _publish(store, "payment.created", attempt)
+            return await store.publish("payment.created", attempt, channels(attempt))
         if _is_stale(stored, attempt):
             return None
         version = stored.get("version", 1)
@@ -86,13 +86,8 @@ async def upsert_attempt(store: Store, attempt: PaymentAttempt) -> PaymentAttemp
             {"payment_id": attempt.payment_id, "version": version}, replacement.to_doc()
         )
         if result.modified_count == 1:
-            return await _publish(store, "payment.updated", replacement)
+            return await store.publish("payment.updated", replacement, channels(replacement))
     return None
-
-
-async def _publish(store: Store, kind: str, attempt: PaymentAttempt) -> PaymentAttempt:
-    await store.events.publish(channels(attempt), events.Event(kind, attempt.to_doc()))
-    return attempt
 
 
 def new_attempt(**fields: Any) -> PaymentAttempt:

@@ -38,11 +38,6 @@ def channels(session: Session) -> tuple[str, ...]:
     )
 
 
-async def _publish(store: Store, kind: str, session: Session) -> Session:
-    await store.events.publish(channels(session), events.Event(kind, session.to_doc()))
-    return session
-
-
 async def create(
     store: Store,
     user_id: str,
@@ -65,7 +60,7 @@ async def create(
         await store.db.sessions.insert_one(session.to_doc())
     except DuplicateKeyError:
         raise Conflict(f"session {session_id!r} already exists") from None
-    return await _publish(store, "session.created", session)
+    return await store.publish("session.created", session, channels(session))
 
 
 async def get(store: Store, session_id: str) -> Session | None:
@@ -122,7 +117,8 @@ async def update(
     doc = await update_versioned(
         store.db.sessions, {"sessionId": session_id}, change, f"session {session_id!r}"
     )
-    return await _publish(store, "session.updated", Session.from_doc(doc))
+    session = Session.from_doc(doc)
+    return await store.publish("session.updated", session, channels(session))
 
 
 async def touch(store: Store, session_id: str) -> Session:
@@ -134,7 +130,8 @@ async def touch(store: Store, session_id: str) -> Session:
         {"lastActivity": now, "updatedAt": now},
         f"session {session_id!r}",
     )
-    return await _publish(store, "session.updated", Session.from_doc(doc))
+    session = Session.from_doc(doc)
+    return await store.publish("session.updated", session, channels(session))
 
 
 async def end(store: Store, session_id: str) -> Session:
@@ -151,4 +148,5 @@ async def end(store: Store, session_id: str) -> Session:
         if existing is None:
             raise NotFound(f"session {session_id!r} not found")
         return Session.from_doc(existing)
-    return await _publish(store, "session.ended", Session.from_doc(doc))
+    session = Session.from_doc(doc)
+    return await store.publish("session.ended", session, channels(session))

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from datadiver_graph.domain.batching import Batcher
+from datadiver_graph.domain.events import Event
+from datadiver_graph.domain.records import Record
 from datadiver_graph.fanout import EventHub
 from datadiver_graph.storage.mongo import Database
 
 T = TypeVar("T")
 R = TypeVar("R")
+StoredRecord = TypeVar("StoredRecord", bound=Record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,19 @@ class Store:
     _batchers: dict[str, Batcher[Any, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+
+    async def publish(
+        self, kind: str, record: StoredRecord, channels: tuple[str, ...]
+    ) -> StoredRecord:
+        """Announce `record` as stored; returns it, so a write can end `return await ...`.
+
+        The one road from a write to its subscribers, whether a mutation, a webhook or an
+        import made it. Call it only once the database acknowledged the write, so nobody
+        hears of a change that could still roll back. Fan-out failures are the hub's to
+        count and log (`EventHub.publish`), never the writer's: the write already happened.
+        """
+        await self.events.publish(channels, Event(kind, record.to_doc()))
+        return record
 
     def batcher(self, name: str, make: Callable[[Store], Batcher[T, R]]) -> Batcher[T, R]:
         """The store's batcher called `name`, made by `make(store)` the first time."""

@@ -56,11 +56,6 @@ def channels(external_id: str) -> tuple[str, ...]:
     return (events.user_channel(external_id),)
 
 
-async def _publish(store: Store, kind: str, user: User) -> User:
-    await store.events.publish(channels(user.external_id), events.Event(kind, user.to_doc()))
-    return user
-
-
 async def get_by_external_id(store: Store, external_id: str) -> User | None:
     doc = await store.db.users.find_one({"externalId": check_id(external_id, "userId")})
     return User.from_doc(doc) if doc else None
@@ -102,7 +97,8 @@ async def update(
     doc = await update_versioned(
         store.db.users, {"externalId": external_id}, change, f"user {external_id!r}"
     )
-    return await _publish(store, "user.updated", User.from_doc(doc))
+    user = User.from_doc(doc)
+    return await store.publish("user.updated", user, channels(user.external_id))
 
 
 async def upsert_from_clerk(store: Store, profile: ClerkProfile) -> User | None:
@@ -270,7 +266,7 @@ async def _upsert_many(
         elif write.external_id not in deleted_meanwhile:
             kind = "user.created" if i in inserted else "user.updated"
             user = User.from_doc(write.stored(i in inserted))
-            results[write.index] = await _publish(store, kind, user)
+            results[write.index] = await store.publish(kind, user, channels(user.external_id))
     return results
 
 
@@ -291,4 +287,5 @@ async def delete_from_clerk(store: Store, external_id: str) -> User | None:
     doc = await store.db.users.find_one_and_delete({"externalId": external_id})
     if doc is None:
         return None
-    return await _publish(store, "user.deleted", User.from_doc(doc))
+    user = User.from_doc(doc)
+    return await store.publish("user.deleted", user, channels(user.external_id))
