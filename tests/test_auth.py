@@ -37,6 +37,7 @@ from datadiver_graph.dev.keys import (
     dev_jwks,
     mint_dev_token,
 )
+from tests.clock import ManualClock
 from tests.jwks_server import JwksServer, TestKey, b64url, clerk_claims, unsigned_token
 from tests.servers import serve_app
 
@@ -386,7 +387,8 @@ async def test_unknown_kid_refresh_picks_up_a_rotated_key(
 
 
 async def test_unknown_kid_refresh_is_rate_limited(server: JwksServer, rsa_key: TestKey) -> None:
-    cache = JwksCache(server.jwks_url, ttl_seconds=300, min_refresh_interval=0.5)
+    clock = ManualClock()
+    cache = JwksCache(server.jwks_url, ttl_seconds=300, min_refresh_interval=10, clock=clock)
     v = TokenVerifier({server.issuer: cache})
     try:
         await v.verify(rsa_key.sign(clerk_claims(server.issuer)))
@@ -396,7 +398,12 @@ async def test_unknown_kid_refresh_is_rate_limited(server: JwksServer, rsa_key: 
             assert await rejected(v, token) == "unknown signing key"
         assert server.hits == 2  # one forced refresh for the lot
 
-        await asyncio.sleep(0.6)
+        clock.advance(9.9)
+        token = rsa_key.sign(clerk_claims(server.issuer), kid="made-up-later")
+        assert await rejected(v, token) == "unknown signing key"
+        assert server.hits == 2  # still within the interval
+
+        clock.advance(0.1)
         bursts = [rsa_key.sign(clerk_claims(server.issuer), kid=f"burst-{n}") for n in range(20)]
         results = await asyncio.gather(*(v.verify(t) for t in bursts), return_exceptions=True)
         assert all(isinstance(r, AuthError) for r in results)
@@ -427,14 +434,23 @@ async def test_ttl_expiry_refetches_keys(
 ) -> None:
     server.keys = [rsa_key]
     # A huge forced-refresh interval proves the new key arrives through the TTL path.
-    cache = JwksCache(server.jwks_url, ttl_seconds=0.2, min_refresh_interval=3600)
+    clock = ManualClock()
+    cache = JwksCache(server.jwks_url, ttl_seconds=60, min_refresh_interval=3600, clock=clock)
     v = TokenVerifier({server.issuer: cache})
     try:
         await v.verify(rsa_key.sign(clerk_claims(server.issuer)))
-        server.keys = [rsa_key_2]
-        await asyncio.sleep(0.3)
-        await v.verify(rsa_key_2.sign(clerk_claims(server.issuer)))
+        # An unknown kid spends the one forced refresh the interval allows.
+        unknown = rsa_key.sign(clerk_claims(server.issuer), kid="made-up")
+        assert await rejected(v, unknown) == "unknown signing key"
         assert server.hits == 2
+        server.keys = [rsa_key_2]
+        rotated = rsa_key_2.sign(clerk_claims(server.issuer))
+        clock.advance(59.9)
+        assert await rejected(v, rotated) == "unknown signing key"
+        assert server.hits == 2
+        clock.advance(0.1)
+        await v.verify(rotated)
+        assert server.hits == 3
     finally:
         await v.aclose()
 
@@ -444,7 +460,8 @@ async def test_outage_keeps_the_cached_keys(
     own_server: JwksServer, rsa_key: TestKey, failure: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = own_server
-    cache = JwksCache(server.jwks_url, ttl_seconds=0.2, min_refresh_interval=0.1)
+    clock = ManualClock()
+    cache = JwksCache(server.jwks_url, ttl_seconds=60, min_refresh_interval=10, clock=clock)
     v = TokenVerifier({server.issuer: cache})
     try:
         await v.verify(rsa_key.sign(clerk_claims(server.issuer)))
@@ -456,7 +473,7 @@ async def test_outage_keeps_the_cached_keys(
             server.raw_body = '{"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "rsa-1"}]}'
         else:
             await server.stop()
-        await asyncio.sleep(0.3)  # past the TTL, so the next call tries to refresh
+        clock.advance(60)  # past the TTL, so the next call tries to refresh
         with caplog.at_level(logging.WARNING, logger="datadiver_graph.auth.jwks"):
             # A token not seen before: a seen one is answered from the verified-token cache.
             fresh = rsa_key.sign(clerk_claims(server.issuer, jti="after-outage"))
@@ -464,7 +481,7 @@ async def test_outage_keeps_the_cached_keys(
         assert identity.user_id == "user_123"
         assert "JWKS refresh" in caplog.text and "keeping 2 cached keys" in caplog.text
         # Unknown kids still fail cleanly while the issuer is down.
-        await asyncio.sleep(0.15)
+        clock.advance(10)
         unknown = rsa_key.sign(clerk_claims(server.issuer), kid="rotated")
         assert await rejected(v, unknown) == "unknown signing key"
     finally:
@@ -494,13 +511,17 @@ async def test_no_keys_ever_and_issuer_down_is_an_auth_error(
 
 async def test_recovers_once_the_issuer_is_back(server: JwksServer, rsa_key: TestKey) -> None:
     server.status = 500
-    cache = JwksCache(server.jwks_url, ttl_seconds=300, min_refresh_interval=0.1)
+    clock = ManualClock()
+    cache = JwksCache(server.jwks_url, ttl_seconds=300, min_refresh_interval=10, clock=clock)
     v = TokenVerifier({server.issuer: cache})
     try:
         token = rsa_key.sign(clerk_claims(server.issuer))
         assert await rejected(v, token) == "signing keys unavailable"
         server.status = 200
-        await asyncio.sleep(0.15)
+        clock.advance(9.9)  # the failure is remembered for the interval
+        assert await rejected(v, token) == "signing keys unavailable"
+        assert server.hits == 1
+        clock.advance(0.1)
         assert (await v.verify(token)).user_id == "user_123"
     finally:
         await v.aclose()
@@ -796,18 +817,22 @@ def test_dev_tokens_are_refused_when_clerk_is_configured(tmp_path: Path) -> None
 
 
 async def test_a_verified_token_is_remembered_until_it_expires(
-    own_server: JwksServer, rsa_key: TestKey
+    server: JwksServer, rsa_key: TestKey, rsa_key_2: TestKey
 ) -> None:
-    server = own_server
-    v = TokenVerifier({server.issuer: JwksCache(server.jwks_url, ttl_seconds=0.1)}, leeway=0)
+    # One clock for both: the key cache's TTL and the remembered token's `exp`.
+    clock = ManualClock(time.time())
+    cache = JwksCache(server.jwks_url, ttl_seconds=1, clock=clock)
+    v = TokenVerifier({server.issuer: cache}, leeway=0, clock=clock)
     try:
-        now = int(time.time())
-        token = rsa_key.sign(clerk_claims(server.issuer, iat=now, nbf=now, exp=now + 2))
+        exp = int(clock()) + 60
+        token = rsa_key.sign(clerk_claims(server.issuer, exp=exp))
         first = await v.verify(token)
-        await server.stop()  # no key source at all from here on
-        await asyncio.sleep(0.2)  # past the key cache's TTL
+        server.keys = [rsa_key_2]  # the token's key is gone from the issuer
+        clock.advance(exp - clock() - 0.01)  # past the key cache's TTL, not yet past exp
         assert await v.verify(token) is first  # answered from the verified-token cache
-        await asyncio.sleep(2.5)  # past exp
-        assert await rejected(v, token) in {"token expired", "signing keys unavailable"}
+        assert server.hits == 1
+        clock.advance(0.01)  # at exp: verified again, and its key is gone
+        assert await rejected(v, token) == "unknown signing key"
+        assert server.hits == 2
     finally:
         await v.aclose()

@@ -10,6 +10,16 @@ import pytest
 from datadiver_graph.domain import events, sessions
 from datadiver_graph.domain.errors import Conflict, InvalidInput, NotFound
 from datadiver_graph.domain.store import Store
+from tests.clock import ManualClock
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """The sessions' clock, moved by the test: one write after another is then later by
+    exactly what the test says, not by however long a sleep took."""
+    clock = ManualClock()
+    monkeypatch.setattr(sessions, "now_ms", clock.ms)
+    return clock
 
 
 async def test_create_stores_and_returns_the_session(store: Store) -> None:
@@ -109,11 +119,12 @@ async def test_update_unknown_session_is_not_found(store: Store) -> None:
         await sessions.update(store, "missing", metadata={"a": 1})
 
 
-async def test_touch_bumps_last_activity(store: Store) -> None:
+async def test_touch_bumps_last_activity(store: Store, clock: ManualClock) -> None:
     created = await sessions.create(store, "user_a")
-    await asyncio.sleep(0.005)
+    assert created.last_activity == clock.ms()
+    clock.advance(0.005)
     touched = await sessions.touch(store, created.session_id)
-    assert touched.last_activity > created.last_activity
+    assert touched.last_activity == touched.updated_at == created.last_activity + 5
     assert touched.version == 2
     with pytest.raises(NotFound):
         await sessions.touch(store, "missing")
@@ -129,11 +140,12 @@ async def test_end_is_idempotent(store: Store) -> None:
         await sessions.end(store, "missing")
 
 
-async def test_list_for_user_is_newest_activity_first_and_paginates(store: Store) -> None:
-    made = []
+async def test_list_for_user_is_newest_activity_first_and_paginates(
+    store: Store, clock: ManualClock
+) -> None:
     for i in range(5):
-        made.append(await sessions.create(store, "user_a", session_id=f"s{i}"))
-        await asyncio.sleep(0.002)
+        await sessions.create(store, "user_a", session_id=f"s{i}")
+        clock.advance(0.002)
     await sessions.create(store, "user_b", session_id="other")
     await sessions.touch(store, "s1")
     await sessions.end(store, "s3")

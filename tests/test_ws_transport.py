@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import heapq
 import os
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,7 +34,27 @@ from datadiver_graph.fastpaths.ws_transport import (
 )
 from datadiver_graph.storage.embedded import free_port
 
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
+
 TIMEOUT = 5.0
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for `condition`, checking every few milliseconds, for at most TIMEOUT.
+
+    For state uvicorn keeps (started, open connections), which signals no event to await.
+    """
+    async with asyncio.timeout(TIMEOUT):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    assert condition(), what
+
+
+async def yield_to_others() -> None:
+    """Let every task that is ready run until it next waits."""
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 # --- the containers ----------------------------------------------------------------------------
@@ -79,7 +100,8 @@ async def test_lean_event_wakes_every_waiter() -> None:
     event.clear()
     assert not event.is_set()
     late = asyncio.create_task(event.wait())
-    await asyncio.sleep(0.01)
+    await yield_to_others()
+    assert not late.done()
     late.cancel()
     with pytest.raises(asyncio.CancelledError):
         await late
@@ -87,26 +109,75 @@ async def test_lean_event_wakes_every_waiter() -> None:
     assert await event.wait()
 
 
+class _Timer:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when, self.callback, self.cancelled = when, callback, False
+
+    def __lt__(self, other: _Timer) -> bool:
+        return self.when < other.when
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClockLoop:
+    """The part of an event loop PingWheel uses (`time`, `call_at`), on a clock the test
+    moves: timers fire exactly when due, so the test can check the wheel's own lateness
+    without a real machine's scheduling delays, and without waiting."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self._timers: list[_Timer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, callback)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        raise AssertionError(context)
+
+    def advance(self, seconds: float) -> None:
+        until = self.now + seconds
+        while self._timers and self._timers[0].when <= until:
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                self.now = max(self.now, timer.when)
+                timer.callback()
+        self.now = until
+
+
 class _Pinged:
-    def __init__(self) -> None:
+    def __init__(self, clock: ManualClockLoop) -> None:
+        self.clock = clock
         self.at: list[float] = []
 
     def send_keepalive_ping(self) -> None:
-        self.at.append(asyncio.get_running_loop().time())
+        self.at.append(self.clock.time())
 
 
-async def test_ping_wheel_pings_each_connection_once_at_most_a_bucket_late() -> None:
+async def test_ping_wheel_is_one_per_event_loop() -> None:
     loop = asyncio.get_running_loop()
-    wheel = PingWheel.of(loop)
-    assert PingWheel.of(loop) is wheel  # one per event loop
-    early, late, cancelled = _Pinged(), _Pinged(), _Pinged()
-    began = loop.time()
+    assert PingWheel.of(loop) is PingWheel.of(loop)
+
+
+def test_ping_wheel_pings_each_connection_once_at_most_a_bucket_late() -> None:
+    began = 1000.3  # between two buckets, as a connection's clock usually is
+    loop = ManualClockLoop(began)
+    wheel = PingWheel.of(loop)  # type: ignore[arg-type]
+    early, late, cancelled = _Pinged(loop), _Pinged(loop), _Pinged(loop)
     wheel.add(early, 0.1)  # type: ignore[arg-type]
     wheel.add(late, 1.2)  # type: ignore[arg-type]
     wheel.add(cancelled, 0.1).cancel()  # type: ignore[arg-type]
-    await asyncio.sleep(2.6)
-    assert len(early.at) == 1 and 0.1 <= early.at[0] - began <= 0.1 + PingWheel.RESOLUTION + 0.2
-    assert len(late.at) == 1 and 1.2 <= late.at[0] - began <= 1.2 + PingWheel.RESOLUTION + 0.2
+    loop.advance(0.05)
+    assert early.at == []  # not early
+    for _ in range(100):  # a minute, in steps
+        loop.advance(0.6)
+    assert len(early.at) == 1 and 0.1 <= early.at[0] - began <= 0.1 + PingWheel.RESOLUTION
+    assert len(late.at) == 1 and 1.2 <= late.at[0] - began <= 1.2 + PingWheel.RESOLUTION
     assert cancelled.at == []
 
 
@@ -147,10 +218,9 @@ async def served(**options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+        await until(lambda: server.started or task.done(), "the server started")
+        if task.done():
+            task.result()
         yield f"ws://127.0.0.1:{port}/ws", server
     finally:
         server.should_exit = True
@@ -256,22 +326,29 @@ async def test_close_codes_and_disconnects_pass_through() -> None:
                 await asyncio.wait_for(ws.recv(), TIMEOUT)
             assert closed.value.rcvd is not None
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "asked to")
-        for _ in range(100):
-            if not connections(server):
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: not connections(server), "the server let the connection go")
         assert connections(server) == []
 
 
 async def test_keepalive_pings_go_out_and_a_silent_peer_is_dropped() -> None:
     async with served(ws_ping_interval=0.2, ws_ping_timeout=0.5) as (url, server):
-        # A client that answers pings (websockets does) stays connected and is measured.
-        async with connect(url, subprotocols=["echo"], ping_interval=None) as ws:  # type: ignore[list-item]
-            await asyncio.sleep(2.5)
-            await ws.send("still here")
-            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == "still here"
+        # A client that answers pings stays connected, and its round trip is measured. Pings
+        # wait for the wheel's next one-second bucket, so the third goes out well past the
+        # first one's pong deadline: a pong that failed to cancel it would have closed us.
+        reader, writer = await _raw_client(url)
+        try:
+            for _ in range(3):
+                opcode, payload = await _read_frame(reader)
+                assert opcode == 0x9
+                writer.write(_frame(0xA, payload))
+                await writer.drain()
+            writer.write(_frame(0x1, b"still here"))
+            await writer.drain()
+            assert await _read_frame(reader) == (0x1, b"still here")
             (protocol,) = connections(server)
             assert protocol.last_ping_rtt > 0  # a ping went out and its pong came back
+        finally:
+            writer.close()
 
         # One that never answers is closed with 1011 once the pong is overdue.
         reader, writer = await _raw_client(url)

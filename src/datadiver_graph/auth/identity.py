@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -79,7 +79,11 @@ class Identity:
 
 
 class TokenVerifier:
-    """Verifies Clerk session JWTs; one key source per allowed issuer."""
+    """Verifies Clerk session JWTs; one key source per allowed issuer.
+
+    `clock` (epoch seconds) decides when a remembered token has expired; PyJWT checks the
+    claims of a token it decodes against the real time.
+    """
 
     def __init__(
         self,
@@ -88,6 +92,7 @@ class TokenVerifier:
         audience: Sequence[str] = (),
         authorized_parties: Sequence[str] = (),
         leeway: float = LEEWAY_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not key_sources:
             raise ValueError("at least one issuer is required")
@@ -95,6 +100,7 @@ class TokenVerifier:
         self._audience = list(audience)
         self._authorized_parties = frozenset(authorized_parties)
         self._leeway = leeway
+        self._clock = clock
         # token -> (identity, expiry): a browser sends the same session token on every
         # request for its ~60 s life; verifying it once saves a decode and an RSA check per
         # request. Only fully verified tokens enter, and each leaves at its `exp`.
@@ -141,7 +147,7 @@ class TokenVerifier:
         cached = self._verified.get(token)
         if cached is not None:
             identity, expires = cached
-            if time.time() < expires:
+            if self._clock() < expires:
                 self._verified.move_to_end(token)
                 return identity
             del self._verified[token]

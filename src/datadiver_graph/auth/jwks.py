@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -79,6 +79,7 @@ class JwksCache:
     per `min_refresh_interval`, so tokens with made-up kids cannot turn us into a flood against
     the issuer. Concurrent callers share a single in-flight fetch. A failed fetch keeps the
     last good keys: an issuer outage must not log everybody out while their keys are still valid.
+    `clock` (seconds, monotonic) is what the TTL and both intervals are measured on.
     """
 
     def __init__(
@@ -89,12 +90,14 @@ class JwksCache:
         *,
         min_refresh_interval: float = 10.0,
         timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.ttl_seconds = ttl_seconds
         self.min_refresh_interval = min_refresh_interval
         self._timeout = timeout
         self._client = http_client
+        self._clock = clock
         self._owns_client = http_client is None
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None
@@ -104,7 +107,7 @@ class JwksCache:
         self._inflight: asyncio.Task[None] | None = None
 
     async def get_key(self, kid: str) -> PyJWK:
-        now = time.monotonic()
+        now = self._clock()
         stale = self._fetched_at is None or now - self._fetched_at >= self.ttl_seconds
         fetched_before = self._fetched_at
         if self._inflight is not None or (stale and now >= self._retry_after):
@@ -112,7 +115,7 @@ class JwksCache:
         key = self._keys.get(kid)
         # A set fetched during this very call is as fresh as a forced refresh would get.
         just_fetched = self._fetched_at != fetched_before
-        if key is None and not just_fetched and self._may_force(time.monotonic()):
+        if key is None and not just_fetched and self._may_force(self._clock()):
             await self._refresh(forced=True)
             key = self._keys.get(kid)
         if key is not None:
@@ -140,7 +143,7 @@ class JwksCache:
     async def _refresh(self, *, forced: bool) -> None:
         if self._inflight is None:
             if forced:
-                self._last_forced = time.monotonic()
+                self._last_forced = self._clock()
             self._inflight = asyncio.create_task(self._fetch())
         # shield: one caller giving up (request cancelled) must not cancel everybody's fetch.
         await asyncio.shield(self._inflight)
@@ -149,12 +152,12 @@ class JwksCache:
         try:
             keys = await self._download()
         except Exception as exc:
-            self._retry_after = time.monotonic() + self.min_refresh_interval
+            self._retry_after = self._clock() + self.min_refresh_interval
             kept = f"keeping {len(self._keys)} cached keys" if self._keys else "no cached keys"
             logger.warning("JWKS refresh from %s failed (%s); %s", self.url, exc, kept)
         else:
             self._keys = keys
-            self._fetched_at = time.monotonic()
+            self._fetched_at = self._clock()
             self._retry_after = 0.0
         finally:
             self._inflight = None
