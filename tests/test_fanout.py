@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from redis import asyncio as aioredis
 from starlette.applications import Starlette
 
 from datadiver_graph.api.schema.subscriptions import SLOW_CONSUMER_CLOSE_CODE, SLOW_CONSUMER_REASON
@@ -29,7 +31,12 @@ from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.dev.keys import mint_dev_token
 from datadiver_graph.domain import sessions, users
-from datadiver_graph.domain.events import Event, session_channel, user_sessions_channel
+from datadiver_graph.domain.events import (
+    Event,
+    session_channel,
+    user_channel,
+    user_sessions_channel,
+)
 from datadiver_graph.domain.store import Store
 from datadiver_graph.fanout import RESYNC, EventHub, SlowConsumer, Subscription
 from datadiver_graph.storage.embedded import free_port
@@ -76,6 +83,28 @@ async def not_linked(hub: EventHub) -> bool:
 
 async def next_item(subscription: Subscription) -> Any:
     return await asyncio.wait_for(subscription.next(), TIMEOUT)
+
+
+async def listening(broadcast_url: str, channel: str) -> None:
+    """Wait until the broker counts a subscriber on `channel`: a message published before
+    that reaches nobody.
+
+    Redis: SUBSCRIBE is written to the socket but not awaited, so ask Redis (PUBSUB NUMSUB).
+    PostgreSQL: asyncpg awaits LISTEN's completion, so once the hub's subscribe returned
+    (before a subscription yields anything) it is in place.
+    """
+    if not broadcast_url.startswith("redis"):
+        return
+    client = aioredis.Redis.from_url(broadcast_url)
+
+    async def subscribed() -> bool:
+        [(_, count)] = await client.pubsub_numsub(channel)
+        return int(count) >= 1
+
+    try:
+        await eventually(subscribed, f"a subscriber on {channel} at Redis")
+    finally:
+        await client.aclose()
 
 
 def unique(prefix: str) -> str:
@@ -223,7 +252,7 @@ async def test_redis_hub_carries_events_between_hubs(redis_server: RedisServer) 
     async with hub_on(redis_server.url) as sender, hub_on(redis_server.url) as receiver:
         await eventually(receiver.link_ok, "receiver linked")
         async with receiver.subscribe("s") as subscription:
-            await asyncio.sleep(0.1)  # SUBSCRIBE reaches Redis before the first PUBLISH
+            await listening(redis_server.url, "s")
             await sender.publish(("s",), session_event(7))
             assert (await next_item(subscription)).record == {
                 "sessionId": "s1",
@@ -238,7 +267,7 @@ async def test_redis_hub_survives_a_restart_and_asks_for_a_resync(
     async with hub_on(redis_server.url) as sender, hub_on(redis_server.url) as receiver:
         await eventually(receiver.link_ok, "receiver linked")
         async with receiver.subscribe("s") as subscription:
-            await asyncio.sleep(0.1)
+            await listening(redis_server.url, "s")
             await sender.publish(("s",), session_event(1))
             assert (await next_item(subscription)).record["version"] == 1
 
@@ -250,6 +279,7 @@ async def test_redis_hub_survives_a_restart_and_asks_for_a_resync(
             assert await next_item(subscription) is RESYNC  # may have missed something
             await eventually(receiver.link_ok, "receiver linked again")
             await eventually(sender.link_ok, "sender linked again")
+            await listening(redis_server.url, "s")  # re-subscribed by the reconnect
             # No publish happened during the outage: the sender's pooled connection is stale.
             await sender.publish(("s",), session_event(2))
             assert (await next_item(subscription)).record["version"] == 2
@@ -272,7 +302,7 @@ async def test_redis_publish_while_down_is_counted_and_does_not_raise(
         redis_server.start()
         await eventually(hub.link_ok, "linked again")
         async with hub.subscribe("a") as subscription:
-            await asyncio.sleep(0.1)
+            await listening(redis_server.url, "a")
             await hub.publish(("a",), session_event(2))
             assert (await next_item(subscription)).record["version"] == 2
         assert hub.stats()["published"] == 1
@@ -284,7 +314,7 @@ async def test_redis_hub_starts_degraded_while_redis_is_down(tmp_path: Path) -> 
         assert not await hub.link_ok()
         with server:
             await eventually(hub.link_ok, "linked once Redis is up", within=10)
-            await asyncio.sleep(0.1)
+            await listening(server.url, "s")
             await hub.publish(("s",), session_event(3))
             assert (await next_item(subscription)).record["version"] == 3
 
@@ -292,7 +322,9 @@ async def test_redis_hub_starts_degraded_while_redis_is_down(tmp_path: Path) -> 
 # --- EventHub, PostgreSQL backend ------------------------------------------------------------
 
 
-async def test_postgres_hub_reconnects_after_the_link_is_cut(postgres_url: str) -> None:
+async def test_postgres_hub_reconnects_after_the_link_is_cut(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The listener's connection dies and PostgreSQL stays unreachable for a while: the hub
     keeps retrying (not just once), then re-listens and asks subscribers to resync."""
     proxy = TcpProxy("127.0.0.1", 5432)
@@ -307,9 +339,14 @@ async def test_postgres_hub_reconnects_after_the_link_is_cut(postgres_url: str) 
             await sender.publish((channel,), session_event(1))
             assert (await next_item(subscription)).record["version"] == 1
 
+            caplog.set_level(logging.WARNING, logger="datadiver_graph.fanout.hub")
             await proxy.stop()
             await eventually(lambda: not_linked(receiver), "link lost")
-            await asyncio.sleep(1.0)  # several reconnect attempts fail meanwhile
+
+            def failed_reconnects() -> int:
+                return sum("reconnect failed" in r.getMessage() for r in caplog.records)
+
+            await eventually(lambda: failed_reconnects() >= 3, "several reconnect attempts fail")
             assert not await receiver.link_ok()
             await proxy.start()
 
@@ -388,7 +425,9 @@ async def two_instances(
         yield a, b
 
 
-async def assert_mutation_on_a_reaches_b(a: Instance, b: Instance, settings: Settings) -> None:
+async def assert_mutation_on_a_reaches_b(
+    a: Instance, b: Instance, settings: Settings, broadcast_url: str
+) -> None:
     token = mint_dev_token(settings, "user_ada")
     session_id = unique("s")
     created = await gql(a.http, CREATE_SESSION, {"sessionId": session_id}, token=token)
@@ -396,7 +435,7 @@ async def assert_mutation_on_a_reaches_b(a: Instance, b: Instance, settings: Set
     async with open_ws(b.url, TRANSPORT_WS, {"authToken": token}) as ws:
         op = await ws.subscribe(SESSION, {"id": session_id})
         assert (await ws.data(op))["session"]["version"] == 1
-        await asyncio.sleep(0.1)  # B's LISTEN/SUBSCRIBE is in place before A publishes
+        await listening(broadcast_url, session_channel(session_id))  # before A publishes
         for step in (2, 3):
             result = await gql(
                 a.http, UPDATE_SESSION, {"id": session_id, "metadata": {"step": step}}, token=token
@@ -412,14 +451,14 @@ async def test_two_instances_share_events_through_redis(
     settings: Settings, database: Database, redis_server: RedisServer
 ) -> None:
     async with two_instances(settings, redis_server.url) as (a, b):
-        await assert_mutation_on_a_reaches_b(a, b, settings)
+        await assert_mutation_on_a_reaches_b(a, b, settings, redis_server.url)
 
 
 async def test_two_instances_share_events_through_postgres(
     settings: Settings, database: Database, postgres_url: str
 ) -> None:
     async with two_instances(settings, postgres_url) as (a, b):
-        await assert_mutation_on_a_reaches_b(a, b, settings)
+        await assert_mutation_on_a_reaches_b(a, b, settings, postgres_url)
 
 
 async def test_events_too_large_for_postgres_notify_still_reach_subscribers(
@@ -444,7 +483,8 @@ async def test_events_too_large_for_postgres_notify_still_reach_subscribers(
             me = await ws.subscribe("subscription { currentUser { externalId preferences } }")
             assert (await ws.data(session_op))["session"]["version"] == 1
             assert (await ws.data(me))["currentUser"]["preferences"] == big
-            await asyncio.sleep(0.1)
+            for channel in (session_channel(session_id), user_channel(user_id)):
+                await listening(postgres_url, channel)
 
             result = await gql(
                 a.http, UPDATE_SESSION, {"id": session_id, "metadata": big}, token=token
@@ -471,7 +511,7 @@ async def test_redis_outage_degrades_then_recovers_without_a_restart(
         async with open_ws(b.url, TRANSPORT_WS, {"authToken": token}) as ws:
             op = await ws.subscribe(SESSION, {"id": session_id})
             assert (await ws.data(op))["session"]["version"] == 1
-            await asyncio.sleep(0.1)
+            await listening(redis_server.url, session_channel(session_id))
 
             redis_server.stop()
 
@@ -504,6 +544,7 @@ async def test_redis_outage_degrades_then_recovers_without_a_restart(
 
             for node in (a, b):
                 await eventually(lambda node=node: ok(node), f"{node.url} ok again")
+            await listening(redis_server.url, session_channel(session_id))  # B re-subscribed
 
             # The change made while Redis was down arrives: B re-read its snapshot.
             session = (await ws.data(op))["session"]
@@ -602,7 +643,7 @@ async def test_two_serve_processes_share_events_through_redis(
             assert created.errors == [], created.body
             op = await ws.subscribe(SESSION, {"id": session_id})
             assert (await ws.data(op))["session"]["version"] == 1
-            await asyncio.sleep(0.1)
+            await listening(redis_server.url, session_channel(session_id))
             result = await gql(
                 http_a, UPDATE_SESSION, {"id": session_id, "metadata": {"via": "A"}}, token=token
             )
