@@ -1,14 +1,13 @@
 """Group commit: concurrent callers of one write share its database round trips.
 
 A MongoDB round trip costs the client about as much CPU whether it carries one document or
-sixteen (~250 us, bench/floors.py), so a burst of webhook deliveries is cheaper written
-together. `Batcher.submit(item)` queues an item and waits for that item's own
-result. While a batch is in flight new items queue, and the next batch takes all of them;
-a lone caller's batch starts at once. Under steady load the callers of the last batch
-come back soon with their next item, so the next batch lingers up to LINGER_S for as many
-items as the last one had plus those that queued meanwhile: without that, stragglers
-arriving during a batch make a small batch of their own, and big and small batches take
-turns (measured with 16 senders: batches of 14 and 2, or 8 and 8, never 16).
+many, so a burst of webhook deliveries is cheaper written together. `Batcher.submit(item)`
+queues an item and waits for that item's own result. While a batch is in flight new items
+queue, and the next batch takes all of them; a lone caller's batch starts at once. Under
+steady load the callers of the last batch come back soon with their next item, so the next
+batch lingers up to LINGER_S for as many items as the last one had plus those that queued
+meanwhile: without that, stragglers arriving during a batch make a small batch of their
+own, and big and small batches take turns for ever. (Measurements: bench/RESULTS.md.)
 
 Each caller is answered only after its batch's `run` returned, that is after its write was
 acknowledged; when `run` raises, every caller of that batch gets the exception.
@@ -26,8 +25,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_BATCH = 100
-# Long enough for answered senders to come back on a busy 2-core machine (2 ms still left a
-# fifth of the batches short), short against a batch's own database time (~20-30 ms).
+# Long enough for answered senders to come back on a busy machine, short against a batch's
+# own database time (the figures behind it are in bench/RESULTS.md).
 LINGER_S = 0.005
 
 

@@ -180,7 +180,7 @@ class Metrics:
         )
         self._hub_seen: dict[str, int] = {}
         self._hub_lock = threading.Lock()
-        # labels() validates and locks on every call: a few µs on every request otherwise.
+        # labels() validates and locks on every call, a cost each request would pay otherwise.
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
     def _child(self, metric: object, *labels: str) -> Any:
