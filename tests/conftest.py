@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from graphql import get_operation_ast, parse
 
-from datadiver_graph.api import http as http_view
+from datadiver_graph.api.schema.schema import Schema
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.domain.store import Store
@@ -20,6 +21,23 @@ from datadiver_graph.storage.embedded import EmbeddedMongo
 from tests.servers import serve_app
 
 pytest_plugins = ["tests.clerk_fixtures"]
+
+# `FAST_PATHS=false pytest` runs every server in stock mode (Settings reads the variable):
+# the tests of the fast paths' own internals (marked `fast_paths`) are skipped then.
+STOCK = not Settings().fast_paths
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "fast_paths: tests a fast path's internals; skipped under FAST_PATHS=false"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="FAST_PATHS=false: tests a fast path's internals")
+    for item in items:
+        if STOCK and item.get_closest_marker("fast_paths") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -88,13 +106,30 @@ async def http(app_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def direct_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The kinds of operation fastpaths/direct.py ran (for servers in this process)."""
+    """The kinds of operation run to an answer over HTTP (for servers in this process): by
+    fastpaths/direct.py, or under FAST_PATHS=false by strawberry's Schema.execute."""
     ran: list[str] = []
-    real = http_view.execute_prepared
+    if STOCK:
+        real_execute = Schema.execute
+
+        async def executing(schema: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            result = await real_execute(schema, query, *args, **kwargs)
+            if result.data is not None:
+                name = kwargs.get("operation_name")
+                operation = get_operation_ast(parse(query), name)
+                ran.append(operation.operation.value if operation else "?")
+            return result
+
+        monkeypatch.setattr(Schema, "execute", executing)
+        return ran
+
+    from datadiver_graph.fastpaths import view
+
+    real = view.execute_prepared
 
     async def counting(schema: Any, prepared: Any, *args: Any) -> Any:
         ran.append(prepared.kind)
         return await real(schema, prepared, *args)
 
-    monkeypatch.setattr(http_view, "execute_prepared", counting)
+    monkeypatch.setattr(view, "execute_prepared", counting)
     return ran

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
-from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL
-from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
+from datadiver_graph import fastpaths
+from datadiver_graph.config import Settings
 from datadiver_graph.storage.embedded import free_port
 
 
@@ -18,6 +18,8 @@ from datadiver_graph.storage.embedded import free_port
 async def serve_app(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
     """Yield the base URL (http://127.0.0.1:PORT) while the app serves; lifespan included."""
     port = port or free_port()
+    # The app's own settings decide, as `serve` does; FAST_PATHS from the environment else.
+    settings = getattr(getattr(app, "state", None), "settings", None) or Settings()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -25,8 +27,7 @@ async def serve_app(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]
         log_level="warning",
         lifespan="on",
         ws_per_message_deflate=False,
-        http=HTTP_PROTOCOL,  # what `serve` runs
-        ws=WS_PROTOCOL,
+        **fastpaths.uvicorn_protocols(settings),  # what `serve` runs
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -23,6 +23,9 @@ from datadiver_graph.storage.mongo import Database
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.servers import serve_app
 
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
+
 BOTH_MEDIA_TYPES = "application/graphql-response+json, application/json"
 USER_FIELDS = "id externalId name email imageUrl preferences createdAt updatedAt version"
 

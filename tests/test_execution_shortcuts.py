@@ -6,10 +6,14 @@ from __future__ import annotations
 import enum
 from typing import Any, cast
 
+import pytest
 import strawberry
 from graphql import execute_sync, parse
 
 from datadiver_graph.fastpaths.execution import ShortcutExecutionContext
+
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
 
 
 @strawberry.enum

@@ -1,13 +1,18 @@
-"""Responses go out in one write (fastpaths/http_transport.py), whole, in order, before any close."""
+"""Responses go out in one write (fastpaths/http_transport.py), whole, in order, before a close."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from datadiver_graph.fastpaths.http_transport import FLUSH_AT, JoiningTransport
 from tests.servers import serve_app
+
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
 
 
 class RecordingTransport(asyncio.Transport):

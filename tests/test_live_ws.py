@@ -53,6 +53,9 @@ from tests.test_subscriptions import (
 )
 from tests.ws_client import TRANSPORT_WS, GraphQLWebSocket, ServerClosed, open_ws
 
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
+
 
 @pytest.fixture(autouse=True)
 def lean_stack(monkeypatch: pytest.MonkeyPatch) -> None:

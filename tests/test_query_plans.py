@@ -23,6 +23,9 @@ from datadiver_graph.fastpaths.direct import execute_prepared, prepare_operation
 from datadiver_graph.fastpaths.execution import ShortcutExecutionContext
 from datadiver_graph.fastpaths.query_plans import QueryPlan, plan_for
 
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
+
 
 @strawberry.enum
 class Colour(enum.Enum):

@@ -16,6 +16,9 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from datadiver_graph.fastpaths.executor import PerEventExecutionContext
 
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
+
 EVENTS = 200
 
 

@@ -1,4 +1,4 @@
-"""A /graphql WebSocket goes straight to the view (fastpaths/ws_shortcut.py); anything else is routed."""
+"""A /graphql WebSocket goes straight to the view (fastpaths/ws_shortcut.py); the rest is routed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings
 from tests.servers import serve_app
 from tests.ws_client import TRANSPORT_WS, open_ws
+
+# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
+pytestmark = pytest.mark.fast_paths
 
 HELD_BY_ROUTING = ("starlette/routing.py", "starlette/middleware/exceptions.py")
 

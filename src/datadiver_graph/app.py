@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from datadiver_graph import fastpaths
 from datadiver_graph.api import graphiql, webhooks
 from datadiver_graph.api.http import GraphQLView
 from datadiver_graph.api.ratelimit import create_rate_limiter
@@ -27,7 +28,6 @@ from datadiver_graph.dev import keys as dev_keys
 from datadiver_graph.dev.jwks_route import jwks_endpoint
 from datadiver_graph.domain.store import Store
 from datadiver_graph.fanout import EventHub
-from datadiver_graph.fastpaths.ws_shortcut import WebSocketShortcut
 from datadiver_graph.observability import metrics
 from datadiver_graph.observability.access_log import AccessLogMiddleware
 from datadiver_graph.observability.logs import configure_logging
@@ -104,8 +104,8 @@ def tune_garbage_collector() -> None:
 
     Everything built at start-up lives as long as the process: freezing it keeps full
     collections from re-scanning it. A larger first-generation threshold cuts collections
-    that each pause every subscriber (measured: p99 delivery spikes of ~0.8 s at 5,000
-    subscribers with the defaults; bench/RESULTS.md).
+    that each pause every subscriber (p99 delivery spikes with the defaults;
+    bench/RESULTS.md).
     """
     gc.collect()
     gc.freeze()
@@ -118,13 +118,22 @@ def preflight(settings: Settings) -> None:
     webhooks.webhook_secret(settings)
 
 
+def graphql_view(settings: Settings) -> GraphQLView:
+    """Strawberry's view with our public hooks, or with the fast paths when they are on."""
+    if fastpaths.enabled(settings):
+        from datadiver_graph.fastpaths.view import FastGraphQLView
+
+        return FastGraphQLView(settings)
+    return GraphQLView(settings)
+
+
 def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
     """`tune_gc` is for a serving process (serve, workers); tests leave the collector alone."""
     # Built before the lifespan so a bad auth configuration fails at start-up, not per request.
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
     verifier = TokenVerifier.from_settings(settings, http_client=http_client)
     preflight(settings)
-    graphql = GraphQLView(settings)
+    graphql = graphql_view(settings)
     rate_limiter = create_rate_limiter(settings.rate_limit_per_minute, settings.broadcast_url)
     app_metrics = metrics.Metrics()
 
@@ -195,8 +204,11 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
                 max_age=600,
             )
         )
-    # Innermost: a /graphql WebSocket skips the router (and what it keeps per connection).
-    middleware.append(Middleware(WebSocketShortcut, route=graphql_websocket))
+    if fastpaths.enabled(settings):
+        from datadiver_graph.fastpaths.ws_shortcut import WebSocketShortcut
+
+        # Innermost: a /graphql WebSocket skips the router (and what it keeps per connection).
+        middleware.append(Middleware(WebSocketShortcut, route=graphql_websocket))
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -116,9 +116,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
+    from datadiver_graph import fastpaths
     from datadiver_graph.app import create_app, preflight
-    from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL
-    from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
 
     preflight(settings)  # before anything starts: a bad configuration fails in one line
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it against the handler found
@@ -140,11 +139,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             "port": args.port,
             "log_level": settings.log_level.lower(),
             "ws_per_message_deflate": False,
-            # uvicorn's sans-I/O WebSocket protocol, keeping ~10 KiB less per open
-            # connection (thousands of idle subscribers; see fastpaths/ws_transport.py).
-            "ws": WS_PROTOCOL,
-            # uvicorn's httptools protocol, sending a response in one write (fastpaths/http_transport.py).
-            "http": HTTP_PROTOCOL,
+            # uvicorn's own protocols, or the fast paths' leaner subclasses of them
+            # (fastpaths/http_transport.py, fastpaths/ws_transport.py).
+            **fastpaths.uvicorn_protocols(settings),
             "timeout_graceful_shutdown": 10,
             "proxy_headers": True,
             # Our middleware logs each request (with its id); no second line from uvicorn,

@@ -157,6 +157,10 @@ class Settings(BaseSettings):
         default=False, validation_alias=AliasChoices("TRUSTED_DOCUMENTS_ONLY")
     )
 
+    # The fast paths (fastpaths/): on unless turned off or an installed library lies outside
+    # the versions they were tested on; off, requests take stock Strawberry and uvicorn.
+    fast_paths: bool = Field(default=True, validation_alias=AliasChoices("FAST_PATHS"))
+
     @field_validator(
         "clerk_issuer",
         "clerk_jwt_audience",

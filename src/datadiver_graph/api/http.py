@@ -1,4 +1,9 @@
-"""The Starlette-facing GraphQL endpoint: HTTP (POST/GET) and WebSocket on `/graphql`."""
+"""The Starlette-facing GraphQL endpoint: HTTP (POST/GET) and WebSocket on `/graphql`.
+
+Strawberry's `GraphQL` view through its public hooks only (context, connection_init,
+body parsing, responses, GraphiQL, handler classes). fastpaths/view.py adds the direct
+path on top when the fast paths are on.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,12 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.parse_content_type import parse_content_type
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types.unset import UnsetType
 
 from datadiver_graph.api.graphiql import render_page
@@ -31,11 +39,13 @@ from datadiver_graph.api.ratelimit import RateLimiter
 from datadiver_graph.api.schema.context import Context
 from datadiver_graph.api.schema.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
 from datadiver_graph.api.schema.schema import Schema, build_schema
-from datadiver_graph.api.ws import PersistedGraphQLWSHandler, TextFrameWebSocketAdapter
+from datadiver_graph.api.ws import (
+    PersistedGraphQLTransportWSHandler,
+    PersistedGraphQLWSHandler,
+    TextFrameWebSocketAdapter,
+)
 from datadiver_graph.auth.identity import AuthError, Identity, TokenVerifier, identify
 from datadiver_graph.config import Settings
-from datadiver_graph.fastpaths.direct import execute_prepared, prepare_operation
-from datadiver_graph.fastpaths.ws_handler import LiveTransportWSHandler
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +121,12 @@ def _is_request_error(response: Mapping[str, Any]) -> bool:
     )
 
 
-def _media_type(request: Request | WebSocket) -> str:
+def media_type_for(request: Request | WebSocket) -> str:
     accept = request.headers.get("accept", "")
     return GRAPHQL_RESPONSE_JSON if GRAPHQL_RESPONSE_JSON in accept else "application/json"
 
 
-def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:
+def http_status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str, str]]:
     if media_type == GRAPHQL_RESPONSE_JSON and _is_request_error(response):
         return 400, {}
     if _codes(response) & {SERVICE_UNAVAILABLE}:
@@ -125,7 +135,7 @@ def _status(response: Mapping[str, Any], media_type: str) -> tuple[int, dict[str
     return 200, {}
 
 
-def _without_data(response: GraphQLHTTPResponse) -> GraphQLHTTPResponse:
+def without_data(response: GraphQLHTTPResponse) -> GraphQLHTTPResponse:
     """A request error carries no `data` entry under application/graphql-response+json
     (GraphQL over HTTP; graphql-http's audit checks it)."""
     return cast(GraphQLHTTPResponse, {k: v for k, v in response.items() if k != "data"})
@@ -142,15 +152,11 @@ def _persisted_error(exc: PersistedDocumentError, media_type: str) -> Response:
     )
 
 
-# Extensions the direct path may ignore: the APQ hash (resolved before it runs) and the
-# client name Apollo Client 4 adds. Any other makes strawberry answer.
-_DIRECT_EXTENSIONS = frozenset({"persistedQuery", "clientLibrary"})
-
-
 class GraphQLView(GraphQL[Context, None]):
     websocket_adapter_class = TextFrameWebSocketAdapter
-    # graphql-transport-ws subscriptions run as one task-less object each (ws_handler.py).
-    graphql_transport_ws_handler_class = LiveTransportWSHandler
+    graphql_transport_ws_handler_class: type[BaseGraphQLTransportWSHandler[Context, None]] = (
+        PersistedGraphQLTransportWSHandler
+    )
     graphql_ws_handler_class = PersistedGraphQLWSHandler
 
     def __init__(self, settings: Settings) -> None:
@@ -186,77 +192,17 @@ class GraphQLView(GraphQL[Context, None]):
                 raise CodedHTTPException(
                     413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
                 )
-            response = await self._run_direct(request)
-            if response is None:
-                response = await self.run(request)
+            response = await self.answer(request)
         except HTTPException as exc:
             response = _error_response(exc)
         except PersistedDocumentError as exc:
-            response = _persisted_error(exc, _media_type(request))
+            response = _persisted_error(exc, media_type_for(request))
         await response(scope, receive, send)
 
-    async def _run_direct(self, request: Request) -> Response | None:
-        """One known-valid query or mutation (its text, APQ hash or documentId), on
-        fastpaths/direct.py's path; None when it is anything else (strawberry then answers
-        it, errors included, as it always has). Raises PersistedDocumentError."""
-        data, size = await self._direct_data(request)
-        if data is None:
-            return None
-        query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
-        extensions, document_id = data.get("extensions"), data.get("documentId")
-        if extensions is not None and not (
-            isinstance(extensions, dict) and extensions.keys() <= _DIRECT_EXTENSIONS
-        ):
-            return None
-        if extensions or document_id is not None or self.persisted.active:
-            query = self.persisted.resolve(query, extensions, document_id)
-        if not (
-            isinstance(query, str)
-            and (variables is None or isinstance(variables, dict))
-            and (name is None or isinstance(name, str))
-        ):
-            return None
-        limit = self.settings.max_variables_bytes
-        if variables and size > limit and len(orjson.dumps(variables)) > limit:
-            return None
-        prepared = prepare_operation(self.graphql_schema, query, name)
-        if prepared is None or (request.method == "GET" and prepared.kind != "query"):
-            return None
-        context = await self._http_context(request, response=None)
-        result = await execute_prepared(self.graphql_schema, prepared, variables, context)
-        media_type = _media_type(request)
-        payload = process_result(result)
-        status, headers = _status(payload, media_type)
-        if status == 400:
-            payload = _without_data(payload)
-        return Response(
-            self.encode_json(payload), status_code=status, media_type=media_type, headers=headers
-        )
-
-    async def _direct_data(self, request: Request) -> tuple[dict[str, Any] | None, int]:
-        """The request's GraphQL parameters (a POSTed JSON object, or a GET's query string)
-        and their size; None for anything the direct path leaves to strawberry."""
-        if request.method == "GET":
-            params = request.query_params
-            data: dict[str, Any] = dict(params)
-            try:
-                for key in ("variables", "extensions"):
-                    if params.get(key):
-                        data[key] = orjson.loads(params[key])
-            except orjson.JSONDecodeError:
-                return None, 0
-            return data, len(request.url.query)
-        if request.method != "POST":
-            return None, 0
-        content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        if content_type not in JSON_CONTENT_TYPES:
-            return None, 0
-        body = await request.body()  # kept by the request for strawberry, should it answer
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None, 0
-        return (data, len(body)) if isinstance(data, dict) else (None, 0)
+    async def answer(self, request: Request) -> Response:
+        """The response to a GraphQL request over HTTP: strawberry's (fastpaths/view.py
+        answers the common request sooner). Raises HTTPException, PersistedDocumentError."""
+        return await self.run(request)
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         # A GET naming a persisted document has no `query` either: it wants the document.
@@ -336,9 +282,10 @@ class GraphQLView(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        return await self._http_context(request, response)
+        return await self.http_context(request, response)
 
-    async def _http_context(self, request: Request | WebSocket, response: Any) -> Context:
+    async def http_context(self, request: Request | WebSocket, response: Any) -> Context:
+        """The operation's context: the caller's identity, and the rate limit counted."""
         state = request.app.state
         context = Context(
             store=state.store,
@@ -406,7 +353,7 @@ class GraphQLView(GraphQL[Context, None]):
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
         # create_response() is not given the request; carry the negotiated media type.
-        sub_response.media_type = _media_type(request)
+        sub_response.media_type = media_type_for(request)
         return sub_response
 
     def create_response(
@@ -417,9 +364,9 @@ class GraphQLView(GraphQL[Context, None]):
         media_type = sub_response.media_type or "application/json"
         status, headers = 200, dict[str, str]()
         if isinstance(response_data, Mapping):
-            status, headers = _status(response_data, media_type)
+            status, headers = http_status(response_data, media_type)
             if status == 400:
-                response_data = _without_data(response_data)
+                response_data = without_data(response_data)
         response = super().create_response(response_data, sub_response)
         response.headers["content-type"] = media_type
         if status != 200:

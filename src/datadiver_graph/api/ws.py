@@ -2,7 +2,7 @@
 
 - Text frames on every message (`TextFrameWebSocketAdapter`).
 - Persisted documents (APQ hash, documentId) in subscribe/start messages, and refusal of
-  other text under TRUSTED_DOCUMENTS_ONLY (`resolve_persisted`).
+  other text under TRUSTED_DOCUMENTS_ONLY (`resolve_persisted`), on both protocols.
 - Queries and mutations over the legacy graphql-ws protocol (`AnyOperationSchema`).
 """
 
@@ -16,6 +16,10 @@ from starlette.websockets import WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 
@@ -86,6 +90,29 @@ class PersistedGraphQLWSHandler(BaseGraphQLWSHandler[Context, None]):
                 await self.send_message(cast(Any, error))
                 return
         await super().handle_start(message)
+
+
+class PersistedGraphQLTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """The graphql-transport-ws protocol, with persisted documents.
+
+    Strawberry's checks come first, as its handler makes them (4401 before
+    connection_init, 4409 for a reused id, the subscription limit); only then is the
+    document resolved, and a refusal sent as the operation's `error`.
+    """
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.operations
+            and (limit is None or len(self.operations) < limit)
+        ):
+            refusal = resolve_persisted(self.view, message["payload"])
+            if refusal is not None:
+                error = {"id": message["id"], "type": "error", "payload": [refusal]}
+                await self.send_message(cast(Any, error))
+                return
+        await super().handle_subscribe(message)
 
 
 def resolve_persisted(view: object, payload: Any) -> dict[str, object] | None:

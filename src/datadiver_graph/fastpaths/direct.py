@@ -2,8 +2,8 @@
 
 Strawberry's `Schema.execute` builds an execution context, an extensions runner, a
 middleware manager and one instance of every extension for each operation, and its HTTP
-view adds layers of its own: measured, about 300 µs per request beyond graphql-core's own
-execution (bench/RESULTS.md), twice the whole budget of the GraphQL layer. The common
+view adds layers of its own: more than the whole budget of the GraphQL layer
+(bench/RESULTS.md). The common
 request is one query or mutation whose text this process has already parsed and
 validated; for it this module does only what that needs: the cached document, graphql-core's
 `execute` with the same strawberry resolvers and permission classes (or, for the shapes
@@ -42,7 +42,28 @@ from datadiver_graph.api.schema.observe import (
     record_operation,
 )
 from datadiver_graph.api.schema.schema import Schema
+from datadiver_graph.fastpaths.internals import Internal
 from datadiver_graph.fastpaths.query_plans import QueryPlan, plan_for
+from datadiver_graph.fastpaths.strawberry_schema import graphql_schema
+
+INTERNALS = (
+    # graphql-core's execute, given strawberry's executor class and its extra argument.
+    Internal(
+        "graphql-core",
+        "graphql.execution.execute",
+        "execute",
+        "direct.py",
+        parameters=("schema", "document", "root_value", "context_value", "variable_values"),
+    ),
+    Internal(
+        "strawberry-graphql",
+        "strawberry.schema.schema:Schema",
+        "execution_context_class",
+        "direct.py",
+        instance=True,
+    ),
+    Internal("strawberry-graphql", "strawberry.execution", "optimized_is_awaitable", "direct.py"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +97,7 @@ def prepare_operation(
     operation = get_operation_ast(document, operation_name)
     if operation is None or operation.operation == OperationType.SUBSCRIPTION:
         return None
-    plan = plan_for(schema._schema, document, operation)
+    plan = plan_for(graphql_schema(schema), document, operation)
     return PreparedOperation(document, operation, operation_name, plan)
 
 
@@ -94,7 +115,7 @@ async def execute_prepared(
                 planned
                 if planned is not None
                 else execute(
-                    schema._schema,
+                    graphql_schema(schema),
                     prepared.document,
                     context_value=context,
                     variable_values=variables,

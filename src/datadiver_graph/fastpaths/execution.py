@@ -2,8 +2,8 @@
 
 1. Plain scalar fields. Most fields this API returns are attributes of a record, read as
 they are (`name`, `version`, `createdAt`, ...): strawberry resolves them with its default
-resolver, which never looks at its `info`. graphql-core still builds a 14-field resolve
-info, reads the arguments and dispatches on the type for each of them. Here such a field
+resolver, which never looks at its `info`. graphql-core still builds a resolve info,
+reads the arguments and dispatches on the type for each of them. Here such a field
 is read and coerced directly. Anything unusual (arguments, a null where the schema says
 non-null, a value that does not coerce, a resolver error) goes through graphql-core's own
 path, which then reports it exactly as before.
@@ -33,8 +33,42 @@ from graphql import (
 )
 from graphql.execution.collect_fields import CollectedFields
 from graphql.pyutils import Path, Undefined
+from strawberry.resolvers import is_default_resolver as strawberry_default_resolver
 
 from datadiver_graph.fastpaths.executor import PerEventExecutionContext
+from datadiver_graph.fastpaths.internals import Internal
+
+_EXECUTOR = "graphql.execution.executor:Executor"
+INTERNALS = (
+    # Overridden (graphql-core marks both private), with the parameters they are called with.
+    Internal(
+        "graphql-core",
+        _EXECUTOR,
+        "collect_subfields",
+        "execution.py",
+        parameters=("return_type", "field_details_list"),
+    ),
+    Internal(
+        "graphql-core",
+        _EXECUTOR,
+        "execute_field",
+        "execution.py",
+        parameters=("parent_type", "source", "field_details_list", "path", "position_context"),
+    ),
+    # Read (upstream plans to remove fragment_definitions).
+    Internal("graphql-core", _EXECUTOR, "fragment_definitions", "execution.py", instance=True),
+    Internal("graphql-core", _EXECUTOR, "middleware_manager", "execution.py", instance=True),
+    Internal(
+        "graphql-core",
+        "graphql.execution.collect_fields:FieldDetails",
+        "",
+        "execution.py",
+        fields=("node", "defer_usage", "fragment_variable_values"),
+    ),
+    Internal(
+        "graphql-core", "graphql.execution.collect_fields:CollectedFields", "", "execution.py"
+    ),
+)
 
 # Distinct (object type, field nodes) kept at most; past it the cache starts again, so
 # clients sending ever new documents cannot grow it without bound.
@@ -47,8 +81,8 @@ _NOT_PLAIN = object()
 
 def is_default_resolver(field: GraphQLField) -> bool:
     """Strawberry's resolver of a field without one of its own: it reads the attribute and
-    never looks at its resolve info (strawberry marks it)."""
-    return field.resolve is not None and bool(getattr(field.resolve, "_is_default", False))
+    never looks at its resolve info."""
+    return field.resolve is not None and strawberry_default_resolver(field.resolve)
 
 
 def leaf_plan(parent_type: GraphQLObjectType, name: str) -> _LeafPlan:

@@ -2,10 +2,10 @@
 
 uvicorn writes a response's status line and headers, then its body, as two transport writes:
 two `send` system calls and two TCP segments (TCP_NODELAY) for every answer, when nearly
-all of ours fit in one. py-spy put 13% of the webhook server's CPU in those writes
-(bench/RESULTS.md). Here the writes made during one pass of the event loop are joined and
-sent together at the end of that pass (`loop.call_soon`), so a response goes out as one
-write, a few microseconds later than the first of the two would have.
+all of ours fit in one, and py-spy found those writes a large share of the webhook
+server's CPU (bench/RESULTS.md). Here the writes made during one pass of the event loop
+are joined and sent together at the end of that pass (`loop.call_soon`), so a response
+goes out as one write, a little later than the first of the two would have.
 
 Order is kept (every write of the connection goes through the same buffer), a close sends
 what is buffered first, and more than FLUSH_AT bytes are sent at once, so the transport's
@@ -20,6 +20,8 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from datadiver_graph.fastpaths.internals import Internal
 
 HTTP_PROTOCOL = "datadiver_graph.fastpaths.http_transport:OneWriteHttpToolsProtocol"
 # Past this much buffered the data goes out at once: the transport's high-water mark
@@ -78,3 +80,16 @@ class OneWriteHttpToolsProtocol(HttpToolsProtocol):
             joined.flush()
             self.transport = joined.transport
         super().handle_websocket_upgrade()
+
+
+_HTTPTOOLS = "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol"
+INTERNALS = (
+    Internal(
+        "uvicorn", _HTTPTOOLS, "connection_made", "http_transport.py", parameters=("transport",)
+    ),
+    Internal("uvicorn", _HTTPTOOLS, "handle_websocket_upgrade", "http_transport.py"),
+    *(
+        Internal("uvicorn", _HTTPTOOLS, name, "http_transport.py", instance=True)
+        for name in ("transport", "loop")
+    ),
+)

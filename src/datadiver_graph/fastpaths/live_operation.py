@@ -2,8 +2,8 @@
 
 Strawberry runs each subscription as a task iterating a chain of async generators
 (extension hooks, graphql-core's response stream, the resolver's stream), all suspended
-for as long as the subscription lives: about 12 KiB and two tasks per idle subscription
-(bench/subs_memory.py). Here a subscription is this one object. The fan-out hub tells it
+for as long as the subscription lives: two tasks and their frames per idle subscription
+(bench/RESULTS.md). Here a subscription is this one object. The fan-out hub tells it
 when an event is queued for it; only then does a short-lived task fold the event into
 the view (domain.live), execute the operation's selection set on the new value with
 graphql-core, and send the result.
@@ -41,6 +41,42 @@ from datadiver_graph.api.schema.observe import (
 from datadiver_graph.domain.live import ViewEnded
 from datadiver_graph.fanout import SlowConsumer, Subscription
 from datadiver_graph.fastpaths.direct import PreparedOperation
+from datadiver_graph.fastpaths.internals import Internal
+from datadiver_graph.fastpaths.strawberry_schema import graphql_schema
+
+INTERNALS = (
+    Internal(
+        "graphql-core",
+        "graphql.execution.executor:Executor",
+        "build",
+        "live_operation.py",
+        parameters=(
+            "schema",
+            "document",
+            "root_value",
+            "context_value",
+            "raw_variable_values",
+            "operation_name",
+        ),
+    ),
+    Internal(
+        "graphql-core",
+        "graphql.execution.executor:Executor",
+        "execute_operation",
+        "live_operation.py",
+        parameters=("serially",),
+    ),
+    Internal(
+        "graphql-core",
+        "graphql.execution.executor:Executor",
+        "async_helpers",
+        "live_operation.py",
+        instance=True,
+    ),
+    Internal(
+        "graphql-core", "graphql.execution", "create_source_event_stream", "live_operation.py"
+    ),
+)
 
 if TYPE_CHECKING:
     from datadiver_graph.api.schema.context import Context
@@ -217,12 +253,12 @@ class LiveOperation:
     def _executor(self, root_value: Any) -> Any:
         schema = self.connection.schema
         return schema.execution_context_class.build(
-            schema._schema,
-            self.prepared.document,
-            root_value,
-            self.connection.context,
-            self.variables,
-            self.prepared.requested_name,
+            schema=graphql_schema(schema),
+            document=self.prepared.document,
+            root_value=root_value,
+            context_value=self.connection.context,
+            raw_variable_values=self.variables,
+            operation_name=self.prepared.requested_name,
             is_awaitable=cast(Any, optimized_is_awaitable),
             operation_extensions=None,
         )
@@ -241,8 +277,8 @@ class LiveOperation:
             # graphql-core's Executor keeps bound methods of itself (its async_helpers), a
             # reference cycle only the garbage collector frees. graphql-core builds one per
             # subscription and copies it for each event; built here for each event, the
-            # cycles made for collections of tens of milliseconds (p99 delivery 30-70 ms
-            # instead of 5-15 ms in bench/subs_bench.py). Done with it: break the cycle.
+            # cycles made for long collections and a worse p99 delivery (bench/RESULTS.md).
+            # Done with it: break the cycle.
             with contextlib.suppress(AttributeError):
                 del executor.async_helpers
 

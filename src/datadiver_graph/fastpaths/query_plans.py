@@ -2,9 +2,9 @@
 
 Frontends call `getCurrentUser { id name email ... }` on every page: one root field whose
 resolver reads one record, and a selection of that record's plain fields. graphql-core's
-executor spends about 40 µs per such request on machinery the shape never needs (an
-executor object, incremental-delivery bookkeeping, a path and a dispatch per field), more
-than the rest of the GraphQL layer together. For a document of this shape a plan is made
+executor spends more on machinery the shape never needs (an executor object,
+incremental-delivery bookkeeping, a path and a dispatch per field) than the rest of the
+GraphQL layer together (bench/RESULTS.md). For a document of this shape a plan is made
 once, when the document is first seen, and each request then does only:
 
 - coerce the variables and the root field's arguments (graphql-core's own functions, so
@@ -65,6 +65,94 @@ from graphql.type.definition import GraphQLResolveInfoHelpers
 from strawberry.execution import optimized_is_awaitable
 
 from datadiver_graph.fastpaths.execution import is_default_resolver, without_directives
+from datadiver_graph.fastpaths.internals import Internal
+
+_RESOLVE_INFO_FIELDS = (
+    "field_name",
+    "field_nodes",
+    "return_type",
+    "parent_type",
+    "path",
+    "schema",
+    "fragments",
+    "root_value",
+    "operation",
+    "variable_values",
+    "context",
+    "is_awaitable",
+    "abort_signal",
+    "async_helpers",
+)
+_COLLECT = "graphql.execution.collect_fields"
+_VALUES = "graphql.execution.values"
+INTERNALS = (
+    Internal(
+        "graphql-core",
+        "graphql:GraphQLResolveInfo",
+        "",
+        "query_plans.py",
+        fields=_RESOLVE_INFO_FIELDS,
+    ),
+    Internal(
+        "graphql-core",
+        "graphql.type.definition:GraphQLResolveInfoHelpers",
+        "",
+        "query_plans.py",
+        fields=("gather", "track"),
+    ),
+    Internal(
+        "graphql-core",
+        _COLLECT,
+        "collect_fields",
+        "query_plans.py",
+        parameters=("schema", "fragments", "variable_values", "runtime_type", "operation"),
+    ),
+    Internal(
+        "graphql-core",
+        _COLLECT,
+        "collect_subfields",
+        "query_plans.py",
+        parameters=(
+            "schema",
+            "fragments",
+            "variable_values",
+            "operation",
+            "return_type",
+            "field_details_list",
+        ),
+    ),
+    Internal(
+        "graphql-core",
+        f"{_COLLECT}:FragmentDetails",
+        "",
+        "query_plans.py",
+        fields=("definition",),
+    ),
+    Internal(
+        "graphql-core",
+        f"{_VALUES}:VariableValues",
+        "",
+        "query_plans.py",
+        fields=("sources", "coerced"),
+    ),
+    Internal(
+        "graphql-core",
+        _VALUES,
+        "get_argument_values",
+        "query_plans.py",
+        parameters=("type_def", "node", "variable_values"),
+    ),
+    Internal(
+        "graphql-core",
+        _VALUES,
+        "get_variable_values",
+        "query_plans.py",
+        parameters=("schema", "var_def_nodes", "inputs", "max_errors"),
+    ),
+    Internal(
+        "strawberry-graphql", "strawberry.execution", "optimized_is_awaitable", "query_plans.py"
+    ),
+)
 
 # Same as graphql-core's `execute` default.
 MAX_COERCION_ERRORS = 50
@@ -209,20 +297,20 @@ class QueryPlan:
             return None
         path = Path(None, self.key, self.root_type.name)
         info = GraphQLResolveInfo(
-            node.name.value,
-            self.field_nodes,
-            self.field.type,
-            self.root_type,
-            path,
-            self.schema,
-            self.fragment_definitions,
-            None,
-            operation,
-            values,
-            context,
-            cast(Any, optimized_is_awaitable),
-            None,
-            _HELPERS,
+            field_name=node.name.value,
+            field_nodes=self.field_nodes,
+            return_type=self.field.type,
+            parent_type=self.root_type,
+            path=path,
+            schema=self.schema,
+            fragments=self.fragment_definitions,
+            root_value=None,
+            operation=operation,
+            variable_values=values,
+            context=context,
+            is_awaitable=cast(Any, optimized_is_awaitable),
+            abort_signal=None,
+            async_helpers=_HELPERS,
         )
         try:
             source = self.field.resolve(None, info, **args)  # type: ignore[misc]
@@ -268,7 +356,7 @@ def _make_plan(
         return None
     if not without_directives(operation.selection_set, definitions, set()):
         return None
-    fragments = {name: FragmentDetails(d) for name, d in definitions.items()}
+    fragments = {name: FragmentDetails(definition=d) for name, d in definitions.items()}
     root = collect_fields(schema, fragments, _NO_VALUES, root_type, operation)
     if root.new_defer_usages or len(root.grouped_field_set) != 1:
         return None

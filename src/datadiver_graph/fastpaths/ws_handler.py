@@ -39,6 +39,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from datadiver_graph.api.schema.context import Context
 from datadiver_graph.api.ws import resolve_persisted
 from datadiver_graph.fastpaths.direct import PreparedOperation
+from datadiver_graph.fastpaths.internals import Internal
 from datadiver_graph.fastpaths.live_operation import LiveOperation
 
 
@@ -206,3 +207,65 @@ def _retrieve(task: asyncio.Task[None]) -> None:
     # Failures were reported where they happened; never "exception was never retrieved".
     if not task.cancelled():
         task.exception()
+
+
+_HANDLER = "strawberry.subscriptions.protocols.graphql_transport_ws.handlers"
+INTERNALS = (
+    *(
+        Internal(
+            "strawberry-graphql", f"{_HANDLER}:BaseGraphQLTransportWSHandler", name, "ws_handler.py"
+        )
+        for name in (
+            "handle",
+            "on_request_accepted",
+            "shutdown",
+            "send_message",
+            "handle_message",
+            "handle_invalid_message",
+        )
+    ),
+    *(
+        Internal(
+            "strawberry-graphql",
+            f"{_HANDLER}:BaseGraphQLTransportWSHandler",
+            name,
+            "ws_handler.py",
+            parameters=(parameter,),
+        )
+        for name, parameter in (
+            ("handle_connection_init", "message"),
+            ("handle_subscribe", "message"),
+            ("cleanup_operation", "operation_id"),
+        )
+    ),
+    *(
+        Internal(
+            "strawberry-graphql",
+            f"{_HANDLER}:BaseGraphQLTransportWSHandler",
+            name,
+            "ws_handler.py",
+            instance=True,
+        )
+        for name in (
+            "operations",
+            "connection_acknowledged",
+            "connection_init_received",
+            "connection_timed_out",
+            "connection_init_wait_timeout",
+            "max_subscriptions_per_connection",
+            "view",
+            "schema",
+            "websocket",
+            "context",
+        )
+    ),
+    Internal("strawberry-graphql", f"{_HANDLER}:Operation", "task", "ws_handler.py", instance=True),
+    # The Starlette WebSocket under strawberry's adapter (`self.websocket.ws`).
+    Internal(
+        "strawberry-graphql",
+        "strawberry.asgi:ASGIWebSocketAdapter",
+        "ws",
+        "ws_handler.py",
+        instance=True,
+    ),
+)

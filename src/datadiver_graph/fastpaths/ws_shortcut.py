@@ -2,12 +2,12 @@
 
 A WebSocket's ASGI call lasts as long as the connection, and every layer it passes keeps a
 suspended frame, some of them closures too, for all that time. Starlette's exception
-middleware, router and route held about 2.3 KiB per idle subscription
-(`python -m bench.subs_memory`), against a budget of 20 KiB for the whole subscription.
-None of them does anything for this endpoint: the view closes with the protocol's own codes
-and never raises Starlette's WebSocketException. So this sits innermost among our
-middleware (the access log still sees every connection) and hands a matching connection
-to the route's app with the scope the router would have given it.
+middleware, router and route held a noticeable share of an idle subscription's memory
+budget (bench/RESULTS.md). None of them does anything for this endpoint: the view closes
+with the protocol's own codes and never raises Starlette's WebSocketException. So this
+sits innermost among our middleware (the access log still sees every connection) and
+hands a matching connection to the route's app with the scope the router would have
+given it.
 """
 
 from __future__ import annotations

@@ -1,28 +1,29 @@
 """uvicorn's sans-I/O WebSocket protocol, keeping less per open connection.
 
-A server holding 10,000 idle subscriptions keeps 10,000 of these, and uvicorn's own keeps
-things an idle connection never uses again (measured with bench/subs_memory.py):
+A server holding thousands of idle subscriptions keeps one of these for each, and
+uvicorn's own keeps things an idle connection never uses again (sizes in bench/RESULTS.md):
 
-- an asyncio.Queue for incoming messages (four deques and an Event: ~3.2 KiB), although
-  reading pauses after each message, so it seldom holds more than one or two;
-- an asyncio.Event for write flow control (~0.8 KiB);
-- the parsed handshake request and the prepared response with their headers (~3 KiB),
-  needed only until the handshake is answered. The request is also held by the parser
+- an asyncio.Queue for incoming messages (four deques and an Event), although reading
+  pauses after each message, so it seldom holds more than one or two;
+- an asyncio.Event for write flow control;
+- the parsed handshake request and the prepared response with their headers, needed
+  only until the handshake is answered. The request is also held by the parser
   generator of websockets' ServerProtocol, suspended in its frame loop for the life of
   the connection, as is the last frame received; so once the handshake is answered, and
   after each message, that generator is swapped for a fresh frame parser (the same code
   the handshake parser continues into) when it waits at a frame boundary;
-- its ~40 attributes in an instance dict (~1.5 KiB): declared here as __slots__, the
-  same attributes take 8 bytes each. (An attribute a later uvicorn adds still works: it
+- its ~40 attributes in an instance dict: declared here as __slots__, the same
+  attributes take a pointer each. (An attribute a later uvicorn adds still works: it
   lands in the instance dict, as before.)
-- a timer of its own for the next keepalive ping (a TimerHandle and a libuv timer,
-  ~0.55 KiB): here the connections of one event loop wait for their pings in one-second
+- a timer of its own for the next keepalive ping (a TimerHandle and a libuv timer):
+  here the connections of one event loop wait for their pings in one-second
   buckets under one timer (`PingWheel`), so a ping goes out up to a second later.
 
 Behaviour is uvicorn's `websockets-sansio` protocol (what `ws="auto"` picks): only those
-containers change. cli.py selects it with `ws=WS_PROTOCOL`. It leans on uvicorn's and
-websockets' internals (uvicorn 0.54, websockets 17): tests/test_ws_transport.py checks
-each of the points above, so an upgrade that moves them fails there, not in production.
+containers change. `fastpaths.uvicorn_protocols` selects it. It leans on uvicorn's and
+websockets' internals (INTERNALS below, versions.py): tests/test_fastpath_guards.py and
+tests/test_ws_transport.py check them, so an upgrade that moves one fails there, not in
+production.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import OPEN, Protocol
 from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
+
+from datadiver_graph.fastpaths.internals import Internal
 
 T = TypeVar("T")
 
@@ -308,3 +311,32 @@ class PingEntry:
 
     def cancel(self) -> None:
         self._wheel.remove(self._bucket, self._protocol)
+
+
+_UVICORN = "uvicorn.protocols.websockets.websockets_sansio_impl:WebSocketsSansIOProtocol"
+INTERNALS = (
+    # Every attribute declared as a slot above must still be one uvicorn sets.
+    *(
+        Internal("uvicorn", _UVICORN, name, "ws_transport.py", instance=True)
+        for name in LeanWebSocketProtocol.__slots__
+    ),
+    *(
+        Internal("uvicorn", _UVICORN, name, "ws_transport.py")
+        for name in ("schedule_ping", "handle_events", "send_keepalive_ping")
+    ),
+    Internal("uvicorn", _UVICORN, "send", "ws_transport.py", parameters=("message",)),
+    # The parser generators restart_frame_parser recognises and replaces.
+    Internal("websockets", "websockets.server:ServerProtocol", "parse", "ws_transport.py"),
+    Internal("websockets", "websockets.protocol:Protocol", "parse", "ws_transport.py"),
+    Internal("websockets", "websockets.streams:StreamReader", "at_eof", "ws_transport.py"),
+    Internal(
+        "websockets", "websockets.streams:StreamReader", "buffer", "ws_transport.py", instance=True
+    ),
+    *(
+        Internal(
+            "websockets", "websockets.protocol:Protocol", name, "ws_transport.py", instance=True
+        )
+        for name in ("parser", "reader", "state")
+    ),
+    Internal("websockets", "websockets.protocol", "OPEN", "ws_transport.py"),
+)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
 
+from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import GraphQLError
 from pymongo.errors import ConnectionFailure
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import StreamExecutionResult
 
 from datadiver_graph.domain.errors import DomainError
 
@@ -125,13 +129,42 @@ def _with(
     )
 
 
-class ErrorCodes(MaskErrors):
-    """Gives each error of an operation its code (see `coded`)."""
+class ErrorCodes(SchemaExtension):
+    """Gives each error of an operation its code (see `coded`).
+
+    Through the public hooks strawberry's MaskErrors uses: the operation's result once it
+    has run, and each result a subscription (or any streamed operation) yields.
+    """
 
     def __init__(self, *, production: bool) -> None:
-        super().__init__()
         self.production = production
+        self.streamed = False
 
-    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        parsed = self.execution_context.graphql_document is not None
-        return [coded(error, parsed=parsed, production=self.production) for error in errors]
+    def on_operation(self) -> Iterator[None]:
+        self.streamed = False
+        yield
+        if self.streamed:  # each result was coded as it was yielded
+            return
+        result = self.execution_context.result
+        if isinstance(result, GraphQLExecutionResult | ExecutionResult):
+            self._code(result)
+        elif (initial := getattr(result, "initial_result", None)) is not None:
+            self._code(initial)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        self.streamed = True
+        for each in (
+            result,
+            *(getattr(result, "incremental", None) or ()),
+            *(getattr(result, "completed", None) or ()),
+        ):
+            self._code(each)
+        yield None
+
+    def _code(self, result: object) -> None:
+        errors = getattr(result, "errors", None)
+        if errors:
+            parsed = self.execution_context.graphql_document is not None
+            result.errors = [  # type: ignore[attr-defined]
+                coded(error, parsed=parsed, production=self.production) for error in errors
+            ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSchema
 from strawberry.schema.config import BatchingConfig, StrawberryConfig
 from strawberry.types import ExecutionContext, ExecutionResult
 
+from datadiver_graph import fastpaths
 from datadiver_graph.api.schema.documents import Prepared, document_extension, document_preparer
 from datadiver_graph.api.schema.errors import (
     TIMEOUT,
@@ -26,7 +27,6 @@ from datadiver_graph.api.schema.queries import Query
 from datadiver_graph.api.schema.scalars import SCALAR_MAP
 from datadiver_graph.api.schema.subscriptions import Subscription
 from datadiver_graph.config import Settings
-from datadiver_graph.fastpaths.execution import ShortcutExecutionContext
 
 
 class Schema(strawberry.Schema):
@@ -68,6 +68,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
     """One schema per distinct configuration: building one costs milliseconds, not per request."""
     settings = settings or Settings()
     return _build(
+        fast_paths=fastpaths.enabled(settings),
         production=settings.is_production,
         limits=(
             settings.request_timeout,
@@ -81,18 +82,36 @@ def build_schema(settings: Settings | None = None) -> Schema:
     )
 
 
-_schemas: dict[tuple[bool, tuple[float, ...]], Schema] = {}
+_schemas: dict[tuple[bool, bool, tuple[float, ...]], Schema] = {}
 
 
-def _build(*, production: bool, limits: tuple[float, ...], settings: Settings) -> Schema:
-    key = (production, limits)
+def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
+    """The graphql-core schema strawberry built (it has no public accessor for it)."""
+    from datadiver_graph.fastpaths.strawberry_schema import graphql_schema
+
+    return graphql_schema(schema)
+
+
+def _execution_context_class(fast_paths: bool) -> Any:
+    """graphql-core's executor with the fast paths' shortcuts; None: strawberry's own."""
+    if not fast_paths:
+        return None
+    from datadiver_graph.fastpaths.execution import ShortcutExecutionContext
+
+    return ShortcutExecutionContext
+
+
+def _build(
+    *, fast_paths: bool, production: bool, limits: tuple[float, ...], settings: Settings
+) -> Schema:
+    key = (fast_paths, production, limits)
     if key not in _schemas:
-        prepare = document_preparer(settings, lambda: _schemas[key]._schema)
+        prepare = document_preparer(settings, lambda: graphql_schema(_schemas[key]))
         _schemas[key] = Schema(
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
-            execution_context_class=cast(Any, ShortcutExecutionContext),
+            execution_context_class=_execution_context_class(fast_paths),
             config=StrawberryConfig(
                 scalar_map=SCALAR_MAP,
                 disable_field_suggestions=production,
