@@ -166,9 +166,14 @@ def test_dockerfile_rules() -> None:
     (cmd,) = [args for keyword, args in instructions if keyword == "CMD"]
     assert cmd == '["datadiver-graph", "serve", "--host", "0.0.0.0", "--port", "8000"]'
 
-    installs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    assert "pip install" in installs
-    assert "embedded" not in installs and "[dev]" not in installs  # no SecantusDB (GPL)
+    installs = [args for keyword, args in instructions if keyword == "RUN" and "pip " in args]
+    # The locked runtime versions, hash-checked; then the package alone, so nothing unlocked
+    # (nor the `embedded` extra, SecantusDB, GPL) gets in. tests/test_lock.py checks the lock.
+    assert "--require-hashes -r requirements/runtime.lock" in installs[0]
+    assert all("--no-deps" in args for args in installs[1:]), installs
+    assert not any("embedded" in args or "[dev]" in args for args in installs)
+    copies = [args for keyword, args in instructions if keyword == "COPY"]
+    assert "requirements/runtime.lock ./requirements/" in copies
 
 
 def test_dockerfile_and_context_carry_no_secrets() -> None:
