@@ -14,7 +14,7 @@ RUNTIME_LOCK := requirements/runtime.lock
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint schema schema-check bench clean lock upgrade-check test-pythons check-pythons
+.PHONY: run test test-stock lint schema schema-check bench clean lock upgrade-check test-pythons check-pythons
 
 # The locked versions (hash-checked), then the package itself without resolving anything again.
 # $(1): the venv directory.
@@ -39,6 +39,16 @@ $(CLIENTS)/node_modules/.package-lock.json: $(CLIENTS)/package-lock.json
 test: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
 	$(BIN)/datadiver-graph schema --check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-stock
+
+# The API, subscription and client-conformance tests again with FAST_PATHS=false: stock
+# Strawberry and uvicorn must give the same answers as the fast paths.
+STOCK_TESTS := tests/test_graphql_api.py tests/test_subscriptions.py tests/test_clients_node.py \
+	tests/test_clients_gql.py tests/test_persisted_documents.py tests/test_limits.py \
+	tests/test_ws_text_frames.py tests/test_request_errors.py tests/test_billing_api.py \
+	tests/test_graphiql.py tests/test_fastpaths_switch.py
+test-stock: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
+	FAST_PATHS=false $(BIN)/python -m pytest $(STOCK_TESTS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
