@@ -37,9 +37,6 @@ from datadiver_graph.storage.embedded import free_port
 # Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
 pytestmark = pytest.mark.fast_paths
 
-# Tests a fast path's own internals: skipped under FAST_PATHS=false (conftest.py).
-pytestmark = pytest.mark.fast_paths
-
 TIMEOUT = 5.0
 
 
