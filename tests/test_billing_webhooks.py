@@ -101,6 +101,7 @@ async def test_history_in_order_derives_each_step(server: Server, database: db.D
         "currency": "USD",
         "period": "month",
         "isDefault": False,
+        "features": None,  # HISTORY's payloads carry none: unknown, not "no features"
     }
     assert pro["updatedAt"] == at(1000) and pro["canceledAt"] == at(1000)
     assert pro["periodEnd"] - pro["periodStart"] == 30 * 24 * 3600 * 1000

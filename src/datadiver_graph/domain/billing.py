@@ -36,6 +36,13 @@ Derived status (`derive`), what the frontend reads as `billingStatus` and `plan`
 then the latest period start), else of a `past_due` item, else of a `canceled` one (Clerk
 keeps a canceled item's features until its period ends, then sends `ended`); else null.
 
+Plan features (`Plan.features`, `has_feature`): Clerk's Backend API plan carries `features`
+(`{id, name, slug, description, avatar_url}` each; `BillingPlanJSON` in @clerk/backend); the
+webhook item's `plan` is typed without them, so they are read wherever a payload has them.
+`features` is None when Clerk sent none (records stored before features were kept, too);
+an item whose plan comes without them keeps the features already stored for that plan id,
+so only a payload that lists them (an empty list included) changes them.
+
 Each change is published, with the whole stored document, on `billing:{userId}` (user
 payers only).
 """
@@ -95,6 +102,8 @@ _STATUS_OF_EVENT = {
     "incomplete": "incomplete",
 }
 _MAX_TEXT = 256
+_MAX_DESCRIPTION = 2048
+_MAX_FEATURES = 256
 
 
 class BillingStatus(enum.StrEnum):
@@ -110,6 +119,15 @@ class _Model(BaseModel):
     )
 
 
+class Feature(_Model):
+    """One entitlement of a plan: what Clerk's `has({ feature })` checks, by `slug`."""
+
+    id: str | None = None
+    slug: str = Field(min_length=1, max_length=_MAX_TEXT)
+    name: str | None = None
+    description: str | None = None
+
+
 class Plan(_Model):
     id: str | None = None
     name: str | None = None
@@ -118,6 +136,8 @@ class Plan(_Model):
     currency: str | None = None
     period: str | None = None  # "month" | "annual"
     is_default: bool | None = None  # Clerk's free default plan
+    # None: Clerk has not told us (see the module docstring); [] : a plan with no features.
+    features: list[Feature] | None = None
 
 
 class Item(_Model):
@@ -185,7 +205,8 @@ class Change(enum.Enum):
 _CANCELED = frozenset({"canceled", "ended", "expired"})
 
 
-def _current_item(items: list[Item]) -> Item | None:
+def current_item(items: list[Item]) -> Item | None:
+    """The item whose plan is in force now (see `plan` in the module docstring)."""
     for status in ("active", "past_due", "canceled"):
         found = [item for item in items if item.status == status]
         if found:
@@ -207,7 +228,7 @@ def derive(subscription: BillingSubscription | None) -> tuple[BillingStatus, Pla
         return BillingStatus.NONE, None
     items = subscription.items
     statuses = {item.status for item in items}
-    current = _current_item(items)
+    current = current_item(items)
     plan = current.plan if current is not None else None
     if subscription.status == "past_due" or "past_due" in statuses:
         return BillingStatus.PAST_DUE, plan
@@ -220,6 +241,35 @@ def derive(subscription: BillingSubscription | None) -> tuple[BillingStatus, Pla
     if not items and subscription.status in _CANCELED:
         return BillingStatus.CANCELED, plan
     return BillingStatus.NONE, plan
+
+
+_ORG_SCOPES = frozenset({"o", "org", "organization"})
+_USER_SCOPES = frozenset({"u", "user"})
+
+
+def has_feature(subscription: BillingSubscription | None, feature: str, *, now: int) -> bool:
+    """Whether the user's plan in force grants `feature`, as Clerk's `has({ feature })` answers.
+
+    - The plan is `derive`'s: an active item's, else a past-due one's (access is kept while
+      Clerk retries the charge, as `plan` shows), else a canceled one's while its paid
+      period lasts (`period_end` still ahead of `now`; Clerk then sends `ended`, but a late
+      delivery must not extend access). No subscription, only ended/expired/upcoming items,
+      or a plan whose features Clerk has not sent: False (Clerk fails closed on missing data).
+    - `feature` is a slug, optionally scoped as `has()` takes it: `user:`/`u:` is this plan;
+      `org:`/`o:`/`organization:` is an organization's plan, which a user record never holds
+      (False); any other scope is invalid (False, where `has()` fails too).
+    """
+    # Split as has() does: "a:b:c" is scope "a", slug "b"; "user:" asks for slug "user".
+    parts = feature.split(":")
+    slug = (parts[1] or parts[0]) if len(parts) > 1 else feature
+    if len(parts) > 1 and parts[0] not in _USER_SCOPES:
+        return False
+    item = current_item(subscription.items) if subscription is not None else None
+    if item is None or item.plan is None or not item.plan.features:
+        return False
+    if item.status == "canceled" and item.period_end is not None and item.period_end <= now:
+        return False
+    return any(known.slug == slug for known in item.plan.features)
 
 
 # ---- merging (pure) ----------------------------------------------------------------------
@@ -253,6 +303,22 @@ def _put_item(
         items[item.id] = item
 
 
+def _known_features(items: list[Item]) -> dict[str, list[Feature]]:
+    return {
+        item.plan.id: item.plan.features
+        for item in items
+        if item.plan is not None and item.plan.id is not None and item.plan.features is not None
+    }
+
+
+def _keeping_features(item: Item, known: dict[str, list[Feature]]) -> Item:
+    """`item`, its plan given the features stored for the same plan when it came without."""
+    plan = item.plan
+    if plan is None or plan.features is not None or plan.id not in known:
+        return item
+    return item.model_copy(update={"plan": plan.model_copy(update={"features": known[plan.id]})})
+
+
 def merge_subscription(
     current: BillingSubscription, snapshot: SubscriptionSnapshot
 ) -> BillingSubscription:
@@ -276,11 +342,13 @@ def merge_subscription(
                 kept = items[item_id].updated_at
                 if kept is None or kept <= as_of:
                     del items[item_id]
+        known = _known_features(current.items)
         for item in snapshot.items:
-            dated = (
+            dated = _keeping_features(
                 item
                 if item.updated_at is not None
-                else item.model_copy(update={"updated_at": as_of})
+                else item.model_copy(update={"updated_at": as_of}),
+                known,
             )
             _put_item(items, dated, current.items_as_of, from_newest_list=newest_list)
         fields["items"] = _sorted(items)
@@ -291,7 +359,8 @@ def merge_subscription(
 
 def merge_item(current: BillingSubscription, snapshot: ItemSnapshot) -> BillingSubscription:
     items = {item.id: item for item in current.items}
-    _put_item(items, snapshot.item, current.items_as_of, from_newest_list=False)
+    incoming = _keeping_features(snapshot.item, _known_features(current.items))
+    _put_item(items, incoming, current.items_as_of, from_newest_list=False)
     return current.model_copy(update={"items": _sorted(items)})
 
 
@@ -411,6 +480,27 @@ def payer_from(data: dict[str, Any]) -> Payer | None:
     return Payer(user_id=user_id, organization_id=organization_id)
 
 
+def _feature_from(data: Any) -> Feature | None:
+    feature = as_object(data)
+    slug = _text(feature.get("slug")) if feature is not None else None
+    if feature is None or slug is None:
+        return None
+    return Feature(
+        id=_text(feature.get("id")),
+        slug=slug,
+        name=_text(feature.get("name")),
+        description=as_text(feature.get("description"), _MAX_DESCRIPTION),
+    )
+
+
+def features_from(value: Any) -> list[Feature] | None:
+    """A plan's `features` list; None when absent or not a list (unknown, not "none")."""
+    if not isinstance(value, list):
+        return None
+    found = (_feature_from(entry) for entry in value[:_MAX_FEATURES])
+    return [feature for feature in found if feature is not None]
+
+
 def plan_from(data: dict[str, Any]) -> Plan | None:
     """The item's `plan` (webhook shape: `amount`; API shape: `fee.amount`)."""
     plan = as_object(data.get("plan"))
@@ -428,6 +518,7 @@ def plan_from(data: dict[str, Any]) -> Plan | None:
         currency=_text(plan.get("currency")) or _text(fee.get("currency")),
         period=_text(data.get("plan_period")) or _text(plan.get("period")),
         is_default=is_default if isinstance(is_default, bool) else None,
+        features=features_from(plan.get("features")),
     )
 
 

@@ -20,6 +20,7 @@ Thousands of views stay alive at once, hence the __slots__.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from datadiver_graph.domain import billing, events, payments, sessions, users
@@ -122,6 +123,59 @@ class UserView(LiveView[User | None]):
         if record.get("externalId") != self.external_id or not _newer(self.state, record):
             return self.state
         return User.from_doc(record)
+
+
+@dataclass(frozen=True, slots=True)
+class UserContext:
+    """A user with their billing record, when the subscriber asked for billing fields.
+
+    `billing` is a 1-tuple so that "not followed" (None) differs from "no subscription"
+    (`(None,)`).
+    """
+
+    user: User | None
+    billing: tuple[BillingSubscription | None] | None = None
+
+
+class UserContextView(LiveView[UserContext]):
+    """Any user, for a service (or the user themselves): the `user(userId)` subscription.
+
+    Unknown or deleted users read as None, as `users.get_unless_deleted` does; the view ends
+    when the user is deleted. With `follow_billing` it also listens on the user's billing
+    channel, where every Clerk Billing write publishes (`billing.channels`), so a plan
+    change reaches a subscriber that shows `plan`, `billingStatus` or `hasFeature`; without
+    it no billing change wakes the subscriber for a value it would send unchanged.
+    """
+
+    __slots__ = ("external_id",)
+
+    def __init__(self, store: Store, external_id: str, *, follow_billing: bool) -> None:
+        super().__init__(store, events.user_channel(external_id), external_id)
+        self.external_id = external_id
+        if follow_billing:
+            self.channels = (*self.channels, events.billing_channel(external_id))
+
+    @property
+    def follows_billing(self) -> bool:
+        return len(self.channels) > 1
+
+    async def load(self) -> UserContext:
+        user = await users.get_unless_deleted(self.store, self.external_id)
+        if not self.follows_billing:
+            return UserContext(user)
+        return UserContext(user, (await billing.get_for_user(self.store, self.external_id),))
+
+    def apply(self, record: dict[str, Any]) -> UserContext:
+        state = self.state
+        if "payerKey" in record:  # a billing record (billing.channels)
+            if state.billing is None or record.get("userId") != self.external_id:
+                return state
+            if not _newer(state.billing[0], record):
+                return state
+            return UserContext(state.user, (BillingSubscription.from_doc(record),))
+        if record.get("externalId") != self.external_id or not _newer(state.user, record):
+            return state
+        return UserContext(User.from_doc(record), state.billing)
 
 
 class SessionView(LiveView[Session | None]):

@@ -61,6 +61,18 @@ async def get_by_external_id(store: Store, external_id: str) -> User | None:
     return User.from_doc(doc) if doc else None
 
 
+async def get_unless_deleted(store: Store, external_id: str) -> User | None:
+    """The user, or None when unknown or deleted in Clerk: a service must not act for a
+    deleted user. One round trip reads the user and its tombstone together, so a document
+    a late Clerk upsert left for an instant after the delete (see `_upsert_many`) is not
+    shown either."""
+    check_id(external_id, "userId")
+    [row] = await store.db.look_up([{"externalId": external_id}], *stored_lookups("externalId"))
+    if row["tombstone"] or not row["user"]:
+        return None
+    return User.from_doc(row["user"][0])
+
+
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name:

@@ -32,6 +32,27 @@ def _when(value: int | None) -> DateTime | None:
     return DateTime(value) if value is not None else None
 
 
+@strawberry.type(description="One feature of a Clerk Billing plan: what `has({ feature })` checks.")
+class Feature:
+    id: str | None = strawberry.field(
+        description=(
+            "Clerk's feature id, the cache key (Apollo, urql): one cached Feature per Clerk "
+            "feature. Null only when Clerk sent none; such a feature is cached inside its plan."
+        )
+    )
+    slug: str = strawberry.field(
+        description="What `User.hasFeature(slug:)` and Clerk's `has({ feature })` take."
+    )
+    name: str | None
+    description: str | None
+
+    @classmethod
+    def from_record(cls, feature: billing.Feature) -> Feature:
+        return cls(
+            id=feature.id, slug=feature.slug, name=feature.name, description=feature.description
+        )
+
+
 @strawberry.type(description="A Clerk Billing plan, as the subscription item reported it.")
 class Plan:
     id: str | None = strawberry.field(
@@ -52,6 +73,13 @@ class Plan:
         )
     )
     is_default: bool | None = strawberry.field(description="Clerk's free default plan.")
+    features: list[Feature] | None = strawberry.field(
+        description=(
+            "The plan's features as Clerk last sent them with a billing webhook; null until "
+            "one carried them (plans stored before features were kept, or a payload without "
+            "them). An empty list is a plan with no features."
+        )
+    )
 
     @classmethod
     def from_record(cls, plan: billing.Plan) -> Plan:
@@ -63,6 +91,11 @@ class Plan:
             currency=plan.currency,
             period=plan.period,
             is_default=plan.is_default,
+            features=(
+                [Feature.from_record(feature) for feature in plan.features]
+                if plan.features is not None
+                else None
+            ),
         )
 
 

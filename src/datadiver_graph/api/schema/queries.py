@@ -28,6 +28,17 @@ class Query:
 
     @strawberry.field(
         permission_classes=[ActsForUser],
+        description=(
+            "Any user, for a service key (the AI backend's user context); a signed-in user "
+            "may name only themselves. Null when the user is unknown or was deleted in Clerk."
+        ),
+    )
+    async def get_user(self, info: Info, user_id: str) -> User | None:
+        user = await users.get_unless_deleted(info.context.store, user_id)
+        return User.from_record(user) if user else None
+
+    @strawberry.field(
+        permission_classes=[ActsForUser],
         description="A user's sessions, newest activity first.",
     )
     async def get_user_sessions(

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import strawberry
+from strawberry.types.nodes import SelectedField, Selection
 
 from datadiver_graph.api.schema.billing_types import BillingState
 from datadiver_graph.api.schema.context import Info
@@ -46,6 +47,28 @@ def _show_sessions(found: tuple[Any, ...]) -> list[Session]:
     return [Session.from_record(session) for session in found]
 
 
+def _show_user_context(context: live.UserContext) -> User | None:
+    if context.user is None:
+        return None
+    return User.from_record(context.user, billing_known=context.billing)
+
+
+# User fields read from the billing record: a subscription selecting any of them follows
+# the user's billing channel too.
+_BILLING_FIELDS = frozenset({"plan", "billingStatus", "hasFeature"})
+
+
+def _selects_any(selections: list[Selection], names: frozenset[str]) -> bool:
+    """Whether these selections (fragments included, at this level) name any of `names`."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name in names:
+                return True
+        elif _selects_any(selection.selections, names):
+            return True
+    return False
+
+
 def _ends_with(info: Info) -> str | None:
     identity = info.context.identity
     return None if identity.is_service else identity.user_id
@@ -61,6 +84,22 @@ class Subscription:
         assert user_id is not None  # IsUser guarantees it
         view = live.UserView(info.context.store, user_id)
         return LiveSource(view, _show_user, info.context.request)
+
+    @strawberry.subscription(
+        permission_classes=[ActsForUser],
+        description=(
+            "Any user, for a service key (a signed-in user: only themselves), as `getUser` "
+            "reads it: the current value (null when unknown or deleted), then each change, "
+            "a Clerk Billing change included when `plan`, `billingStatus` or `hasFeature` is "
+            "selected. Completes when the user is deleted."
+        ),
+    )
+    def user(self, info: Info, user_id: str) -> AsyncIterable[User | None]:
+        follow_billing = any(
+            _selects_any(field.selections, _BILLING_FIELDS) for field in info.selected_fields
+        )
+        view = live.UserContextView(info.context.store, user_id, follow_billing=follow_billing)
+        return LiveSource(view, _show_user_context, info.context.request)
 
     @strawberry.subscription(permission_classes=[OwnsSession])
     def session(self, info: Info, session_id: str) -> AsyncIterable[Session | None]:

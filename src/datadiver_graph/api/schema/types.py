@@ -11,6 +11,7 @@ from datadiver_graph.api.schema.billing_types import BillingStatus, Plan
 from datadiver_graph.api.schema.context import Info
 from datadiver_graph.api.schema.scalars import JSON, DateTime
 from datadiver_graph.domain import billing
+from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.pagination import Page
 from datadiver_graph.domain.payments import PaymentAttempt as PaymentRecord
 from datadiver_graph.domain.sessions import Session as SessionRecord
@@ -38,17 +39,21 @@ class User:
     created_at: DateTime
     updated_at: DateTime
     version: int = strawberry.field(description="Increases by one with every change.")
-    # The user's billing record, read at most once per User object (plan + billingStatus).
+    # The user's billing record, read at most once per User object (plan, billingStatus,
+    # hasFeature), unless the caller already had it (`billing_known`, a live subscription).
     billing_read: strawberry.Private[asyncio.Future[billing.BillingSubscription | None] | None] = (
         None
     )
+    billing_known: strawberry.Private[tuple[billing.BillingSubscription | None] | None] = None
 
-    def _billing(self, info: Info) -> asyncio.Future[billing.BillingSubscription | None]:
+    async def _billing(self, info: Info) -> billing.BillingSubscription | None:
+        if self.billing_known is not None:
+            return self.billing_known[0]
         if self.billing_read is None:
             self.billing_read = asyncio.ensure_future(
                 billing.get_for_user(info.context.store, self.external_id)
             )
-        return self.billing_read
+        return await self.billing_read
 
     @strawberry.field(description="The Clerk Billing plan in force now; null when none.")
     async def plan(self, info: Info) -> Plan | None:
@@ -60,8 +65,24 @@ class User:
         status, _ = billing.derive(await self._billing(info))
         return BillingStatus.of(status)
 
+    @strawberry.field(
+        description=(
+            "Whether the plan in force grants this feature, as Clerk's `has({ feature })` "
+            "answers: `slug` (or `user:slug`) is among the features of `plan`, which is an "
+            "active item's plan, else a past-due one's, else a canceled one's until its "
+            "`periodEnd`. False with no plan, an ended plan, an `org:` scope, or a plan whose "
+            "features Clerk has not sent yet (`plan.features` null)."
+        )
+    )
+    async def has_feature(self, info: Info, slug: str) -> bool:
+        return billing.has_feature(await self._billing(info), slug, now=now_ms())
+
     @classmethod
-    def from_record(cls, user: UserRecord) -> User:
+    def from_record(
+        cls,
+        user: UserRecord,
+        billing_known: tuple[billing.BillingSubscription | None] | None = None,
+    ) -> User:
         return cls(
             id=strawberry.ID(user.id),
             external_id=user.external_id,
@@ -72,6 +93,7 @@ class User:
             created_at=DateTime(user.created_at),
             updated_at=DateTime(user.updated_at),
             version=user.version,
+            billing_known=billing_known,
         )
 
 
