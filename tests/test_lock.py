@@ -7,8 +7,11 @@ without a network, by evaluating each lock line's marker the way pip will.
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,57 @@ def test_runtime_lock_is_the_dev_locks_runtime_part(python: str) -> None:
     assert {name: dev.get(name) for name in runtime} == runtime
     assert "secantusdb" in dev
     assert "secantusdb" not in runtime
+
+
+def imported_distributions(*folders: str) -> dict[str, set[str]]:
+    """Distribution name -> the files under `folders` that import it (stdlib and our own
+    modules left out); a module no installed distribution provides maps to `?module`."""
+    providers = packages_distributions()
+    local = {path.stem for folder in folders for path in (ROOT / folder).rglob("*.py")}
+    local |= {"datadiver_graph", "tests", "bench"} | {
+        path.name for folder in folders for path in (ROOT / folder).iterdir() if path.is_dir()
+    }
+    found: dict[str, set[str]] = {}
+    for folder in folders:
+        for path in (ROOT / folder).rglob("*.py"):
+            if "node_modules" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.partition(".")[0]
+                    if top in sys.stdlib_module_names or top in local:
+                        continue
+                    for name in providers.get(top, [f"?{top}"]):
+                        found.setdefault(canonicalize_name(name), set()).add(
+                            str(path.relative_to(ROOT))
+                        )
+    return found
+
+
+def declared_names(*extras: str) -> set[str]:
+    return {canonicalize_name(requirement.name) for requirement in declared(*extras)}
+
+
+def test_every_package_src_imports_is_a_runtime_dependency() -> None:
+    """A package reached only through another one's dependencies can vanish in its update."""
+    undeclared = {
+        name: sorted(files)
+        for name, files in imported_distributions("src").items()
+        if name not in declared_names()
+    }
+    assert not undeclared, f"imported but not in [project] dependencies: {undeclared}"
+
+
+def test_every_package_tests_and_bench_import_is_declared() -> None:
+    undeclared = {
+        name: sorted(files)
+        for name, files in imported_distributions("tests", "bench").items()
+        if name not in declared_names("dev", "bench")
+    }
+    assert not undeclared, f"imported but not in the dev or bench extra: {undeclared}"
