@@ -158,7 +158,7 @@ def test_export_snapshot_zip_holds_every_table(
     [
         (["export", "--table", "users", "--path", "{tmp}/missing-dir/u.jsonl"], "missing-dir"),
         (["export", "--path", "{tmp}/missing-dir/s.zip"], "missing-dir"),
-        (["export", "--table", "users", "--path", "{tmp}"], "is a directory"),
+        (["export", "--path", "{tmp}/every-table.jsonl"], ".zip"),
         (["export"], "--path"),
     ],
 )

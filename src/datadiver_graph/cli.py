@@ -1,4 +1,4 @@
-"""Command line: serve | import | export | schema | dev-token | dev-webhook.
+"""Command line: serve | import | export | sync-clerk | schema | dev-token | dev-webhook.
 
 Every failure a user can cause ends in one clear line on stderr and exit code 1 or 2;
 tracebacks are for bugs only.
@@ -21,12 +21,12 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from datadiver_graph.cli_bulk import add_bulk_parsers, cmd_export, cmd_import, cmd_sync_clerk
 from datadiver_graph.config import Settings, SettingsError, load_settings
+from datadiver_graph.console.logs_cli import add_logs_parser, run_logs
 from datadiver_graph.dev.webhook import add_dev_webhook_parser, run_dev_webhook
-from datadiver_graph.domain.bulk import ImportMode, import_records
 from datadiver_graph.domain.errors import DomainError
 from datadiver_graph.domain.store import Store
-from datadiver_graph.domain.tables import TABLES, get_table
 from datadiver_graph.fanout import EventHub
 from datadiver_graph.observability.logs import configure_logging
 from datadiver_graph.storage import mongo as db
@@ -163,75 +163,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             embedded.stop()
 
 
-def _mode(args: argparse.Namespace) -> ImportMode:
-    if args.replace:
-        return ImportMode.REPLACE
-    if args.append:
-        return ImportMode.APPEND
-    return ImportMode.EMPTY_ONLY
-
-
-def cmd_import(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, None]:
-    from datadiver_graph.domain import jsonl
-
-    table = get_table(args.table)
-    path = Path(args.file)
-    if not path.exists():
-        raise CliError(f"{path}: no such file")
-    if not path.is_file():
-        raise CliError(f"{path}: not a file")
-    # Validate the whole file before touching the database: a bad file costs no server start.
-    with path.open("rb") as stream:
-        numbered = jsonl.read_records(table, stream)
-    lines = [line for line, _ in numbered]
-    records = [record for _, record in numbered]
-
-    async def write() -> None:
-        async with _open_store(settings) as store:
-            count = await import_records(store, table, records, _mode(args), lines)
-        print(f"imported {count} documents into {table.name}")
-
-    return write()
-
-
-def _check_writable(target: Path) -> None:
-    """Refuse an unusable output path before any work, with a message naming it."""
-    if target.is_dir():
-        raise CliError(f"{target}: is a directory")
-    if not target.parent.is_dir():
-        raise CliError(f"{target.parent}: no such directory")
-
-
-async def cmd_export(args: argparse.Namespace, settings: Settings) -> None:
-    from datadiver_graph.domain import jsonl
-
-    if args.table is None and args.path is None:
-        raise CliError("export of every table needs --path snapshot.zip (or --table T)")
-    if args.path is not None:
-        _check_writable(Path(args.path))
-    async with _open_store(settings) as store:
-        if args.table is None:
-            counts = await jsonl.write_snapshot(store, Path(args.path))
-            summary = ", ".join(f"{name} {n}" for name, n in counts.items())
-            print(f"exported {summary} to {args.path}", file=sys.stderr)
-            return
-        table = get_table(args.table)
-        if args.path is None:
-            count = await jsonl.write_table(store, table, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-        else:
-            target = Path(args.path)
-            partial = target.with_name(target.name + ".partial")
-            try:
-                with partial.open("wb") as out:
-                    count = await jsonl.write_table(store, table, out)
-                partial.replace(target)
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
-        print(f"exported {count} documents from {table.name}", file=sys.stderr)
-
-
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> None:
     from datadiver_graph.api.schema.schema import schema_sdl
 
@@ -268,18 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
 
-    imp = sub.add_parser("import", help="import a table from a JSONL file")
-    imp.add_argument("--table", required=True, choices=list(TABLES))
-    imp.add_argument("file", metavar="FILE.jsonl")
-    how = imp.add_mutually_exclusive_group()
-    how.add_argument("--append", action="store_true", help="add to a non-empty table")
-    how.add_argument("--replace", action="store_true", help="replace the table's contents")
-
-    exp = sub.add_parser("export", help="export a table as JSONL, or every table as a zip")
-    exp.add_argument("--table", choices=list(TABLES))
-    exp.add_argument("--path", help="output file (default: stdout for one table)")
+    add_bulk_parsers(sub)  # import, export, sync-clerk
 
     add_dev_webhook_parser(sub)
+    add_logs_parser(sub)
 
     schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
     schema.add_argument("--check", action="store_true", help="fail when --path is not current")
@@ -297,9 +220,11 @@ HANDLERS: dict[str, Handler] = {
     "serve": cmd_serve,
     "import": cmd_import,
     "export": cmd_export,
+    "sync-clerk": cmd_sync_clerk,
     "schema": cmd_schema,
     "dev-token": cmd_dev_token,
     "dev-webhook": run_dev_webhook,
+    "logs": run_logs,
 }
 
 

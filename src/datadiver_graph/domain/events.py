@@ -33,6 +33,23 @@ def billing_channel(external_id: str) -> str:
     return f"billing:{external_id}"
 
 
+# Every process listens here: a message lists channel prefixes (`user:`, `session:`, ...),
+# and each local subscriber of a channel with one of them re-reads its value (RESYNC). What
+# a bulk import publishes instead of one event per document.
+REREAD_CHANNEL = "reread"
+
+
+def encode_reread(prefixes: tuple[str, ...]) -> str:
+    return orjson.dumps(list(prefixes)).decode()
+
+
+def decode_reread(message: str) -> tuple[str, ...]:
+    prefixes = orjson.loads(message)
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) and p for p in prefixes):
+        raise ValueError("a re-read message is a list of channel prefixes")
+    return tuple(prefixes)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """`kind` is e.g. "session.updated"; `record` is the stored document after the change.

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from datadiver_graph.domain.batching import Batcher
-from datadiver_graph.domain.events import Event
+from datadiver_graph.domain.events import ADMIN_CHANNEL, Event, change_summary
 from datadiver_graph.domain.records import Record
 from datadiver_graph.fanout import EventHub
+from datadiver_graph.observability.logs import request_id_var
 from datadiver_graph.storage.mongo import Database
 
 T = TypeVar("T")
@@ -35,8 +36,14 @@ class Store:
         import made it. Call it only once the database acknowledged the write, so nobody
         hears of a change that could still roll back. Fan-out failures are the hub's to
         count and log (`EventHub.publish`), never the writer's: the write already happened.
+
+        Then a summary of it goes to the operators' channel (`events.ADMIN_CHANNEL`): one
+        more small message, after the subscribers' own.
         """
-        await self.events.publish(channels, Event(kind, record.to_doc()))
+        doc = record.to_doc()
+        await self.events.publish(channels, Event(kind, doc))
+        summary = change_summary(kind, doc, channels, request_id_var.get())
+        await self.events.publish((ADMIN_CHANNEL,), Event(kind, summary))
         return record
 
     def batcher(self, name: str, make: Callable[[Store], Batcher[T, R]]) -> Batcher[T, R]:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from datadiver_graph.domain.events import Event
+from datadiver_graph.domain.events import REREAD_CHANNEL, Event, decode_reread, encode_reread
 from datadiver_graph.fanout.backend_base import BroadcastBackend
 from datadiver_graph.fanout.backends import SelfHealing, create_backend, max_message_bytes
 
@@ -181,6 +181,7 @@ class EventHub:
 
     async def connect(self) -> None:
         await self._backend.connect()
+        await self._backend.subscribe(REREAD_CHANNEL)
         if isinstance(self._backend, SelfHealing):
             self._backend.on_reconnect(self._resync_all)
         self._listener = asyncio.create_task(self._listen(), name="fanout-listener")
@@ -230,6 +231,17 @@ class EventHub:
             except Exception as exc:
                 self.publish_failures += 1
                 log.warning("could not publish %s on %s: %s", event.kind, channel, exc)
+
+    async def reread(self, prefixes: tuple[str, ...]) -> None:
+        """Ask every subscriber, in every process, of a channel starting with one of
+        `prefixes` to re-read its value: one message however many records changed (a bulk
+        import). Best effort, like `publish`."""
+        try:
+            await self._backend.publish(REREAD_CHANNEL, encode_reread(prefixes))
+            self.published += 1
+        except Exception as exc:
+            self.publish_failures += 1
+            log.warning("could not publish a re-read of %s: %s", ", ".join(prefixes), exc)
 
     # -- subscribing ------------------------------------------------------------------------
 
@@ -285,6 +297,9 @@ class EventHub:
     # -- delivery ---------------------------------------------------------------------------
 
     def _deliver(self, channel: str, message: str) -> None:
+        if channel == REREAD_CHANNEL:
+            self._reread(message)
+            return
         subscribers = self._local.get(channel)
         if subscribers is None:
             return
@@ -300,6 +315,17 @@ class EventHub:
         for subscription in list(subscribers):
             subscription.offer(event)
             self.delivered += 1
+
+    def _reread(self, message: str) -> None:
+        try:
+            prefixes = decode_reread(message)
+        except ValueError:
+            log.warning("ignoring an undecodable re-read message")
+            return
+        for subscription in self._subscriptions():
+            if any(channel.startswith(prefixes) for channel in subscription.channels):
+                subscription.offer(RESYNC)
+                self.delivered += 1
 
     async def _resync_all(self) -> None:
         for subscription in self._subscriptions():
@@ -332,6 +358,7 @@ class EventHub:
             await self._backend.disconnect()
         try:
             await self._backend.connect()
+            await self._backend.subscribe(REREAD_CHANNEL)
             for channel in list(self._local):
                 await self._backend.subscribe(channel)
         except Exception as exc:
