@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from datadiver_graph import fastpaths
+from datadiver_graph import console, fastpaths
 from datadiver_graph.api import graphiql, webhooks
 from datadiver_graph.api.http import GraphQLView
 from datadiver_graph.api.ratelimit import create_rate_limiter
@@ -186,6 +186,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
     ]
     if dev_keys.dev_mode(settings):
         routes.append(Route("/.well-known/jwks.json", jwks_endpoint))
+    routes.extend(console.routes(settings, verifier))  # /console; off in production by default
     if not settings.is_production:  # GraphiQL and its files: development only
         routes.append(graphiql.static_route())
     if os.environ.get("DATADIVER_BENCH_ROUTES") == "1" and not settings.is_production:

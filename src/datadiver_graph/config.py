@@ -161,12 +161,26 @@ class Settings(BaseSettings):
     # the versions they were tested on; off, requests take stock Strawberry and uvicorn.
     fast_paths: bool = Field(default=True, validation_alias=AliasChoices("FAST_PATHS"))
 
+    # The operator console (/console) and `datadiver-graph logs` (console/). Unset: on in
+    # development (open to localhost when no credential is set), off in production.
+    console_enabled: bool | None = Field(
+        default=None, validation_alias=AliasChoices("CONSOLE_ENABLED")
+    )
+    console_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CONSOLE_TOKEN")
+    )
+    # Clerk user ids whose session token (or `__session` cookie) opens the console.
+    console_admin_user_ids: CsvList = Field(
+        default_factory=list, validation_alias=AliasChoices("CONSOLE_ADMIN_USER_IDS")
+    )
+
     @field_validator(
         "clerk_issuer",
         "clerk_jwt_audience",
         "clerk_authorized_parties",
         "service_api_keys",
         "cors_allowed_origins",
+        "console_admin_user_ids",
         mode="before",
     )
     @classmethod
@@ -268,6 +282,33 @@ class Settings(BaseSettings):
             if len(key) < 16:
                 raise ValueError("each key must be at least 16 characters")
         return value
+
+    @field_validator("console_token")
+    @classmethod
+    def _console_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 24:
+            raise ValueError("must be at least 24 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _console_needs_a_credential(self) -> Settings:
+        # Production never opens the console to whoever reaches it.
+        if (
+            self.is_production
+            and self.console_enabled
+            and self.console_token is None
+            and not self.console_admin_user_ids
+        ):
+            raise ValueError(
+                "CONSOLE_ENABLED in production needs CONSOLE_TOKEN or CONSOLE_ADMIN_USER_IDS"
+            )
+        return self
+
+    @property
+    def console_on(self) -> bool:
+        if self.console_enabled is not None:
+            return self.console_enabled
+        return not self.is_production
 
     @property
     def is_production(self) -> bool:

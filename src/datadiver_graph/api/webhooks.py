@@ -23,14 +23,16 @@ import logging
 
 import orjson
 from pymongo.errors import PyMongoError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from datadiver_graph.config import Settings, SettingsError
-from datadiver_graph.domain import clerk_events
+from datadiver_graph.domain import clerk_events, webhook_deliveries
 from datadiver_graph.domain.errors import Conflict, InvalidInput
+from datadiver_graph.domain.events import change_source
 from datadiver_graph.domain.store import Store
 
 log = logging.getLogger(__name__)
@@ -142,7 +144,32 @@ async def clerk_webhook(request: Request) -> Response:
             },
         )
     answer = {"status": text} if reason is None else {"error": reason}
-    return Response(orjson.dumps(answer), status_code=status, media_type="application/json")
+    delivery = webhook_deliveries.Delivery(
+        outcome=outcome,
+        status=status,
+        verified="verified" in seen,
+        svix_id=seen.get("id", "")[:MAX_DELIVERY_ID] or None,
+        event_type=event_type,
+        error=reason,
+    )
+    return Response(
+        orjson.dumps(answer),
+        status_code=status,
+        media_type="application/json",
+        background=BackgroundTask(_log_delivery, request, delivery),
+    )
+
+
+async def _log_delivery(request: Request, delivery: webhook_deliveries.Delivery) -> None:
+    """The console's webhook log, written once Svix has its answer; a failure to write it
+    is logged, never answered (the delivery itself was handled)."""
+    store: Store | None = getattr(request.app.state, "store", None)
+    if store is None:
+        return
+    try:
+        await webhook_deliveries.log_delivery(store, delivery)
+    except Exception as exc:
+        log.warning("clerk webhook: could not log delivery: %s", type(exc).__name__)
 
 
 async def _receive(request: Request, seen: dict[str, str]) -> tuple[int, str]:
@@ -170,6 +197,7 @@ async def _receive(request: Request, seen: dict[str, str]) -> tuple[int, str]:
     except (WebhookVerificationError, ValueError):
         return 400, "invalid signature"
     assert delivery_id is not None  # verify() requires it
+    seen["verified"] = "yes"
     if len(delivery_id) > MAX_DELIVERY_ID:
         return 400, "svix-id too long"
     try:
@@ -179,6 +207,7 @@ async def _receive(request: Request, seen: dict[str, str]) -> tuple[int, str]:
     if isinstance(payload, dict) and isinstance(payload.get("type"), str):
         seen["type"] = payload["type"]  # signed by Clerk: trusted, and still capped as a label
     store: Store = request.app.state.store
+    change_source.set("webhook")  # this request's context only: the feed's `source`
     try:
         async with asyncio.timeout(PROCESSING_TIMEOUT_S):
             outcome = await clerk_events.handle_delivery(store, delivery_id, payload)

@@ -29,7 +29,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from datadiver_graph.domain import billing, billing_events, payments, users, webhook_deliveries
+from datadiver_graph.domain import (
+    billing,
+    billing_events,
+    events,
+    payments,
+    users,
+    webhook_deliveries,
+)
 from datadiver_graph.domain.batching import Batcher
 from datadiver_graph.domain.clerk_values import as_int, as_object, as_text, as_timestamp
 from datadiver_graph.domain.errors import InvalidInput
@@ -267,6 +274,7 @@ def _user_upserts(store: Store) -> Batcher[_UserDelivery, Outcome]:
     """
 
     async def deliver(batch: list[_UserDelivery]) -> list[Outcome]:
+        events.change_source.set("webhook")  # the batch's own context: its changes' source
         # One read for the batch: which ids were handled, each user and its tombstone.
         rows = await store.db.look_up(
             [{"deliveryId": d.delivery_id, "externalId": d.profile.external_id} for d in batch],

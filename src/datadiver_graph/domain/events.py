@@ -6,6 +6,10 @@ changed record, so a subscriber never needs a database read to deliver a change.
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +52,45 @@ def decode_reread(message: str) -> tuple[str, ...]:
     if not isinstance(prefixes, list) or not all(isinstance(p, str) and p for p in prefixes):
         raise ValueError("a re-read message is a list of channel prefixes")
     return tuple(prefixes)
+
+
+# Every change is also announced here, as a small summary, for operators: the console's
+# live feed and `datadiver-graph logs` (console/). One channel, so a watcher subscribes once.
+ADMIN_CHANNEL = "admin:changes"
+
+# What made the change, when the caller says so ("webhook", "console"); else
+# `change_summary` tells a request's change ("graphql") from one made without a request ("cli").
+change_source: ContextVar[str | None] = ContextVar("datadiver_change_source", default=None)
+
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
+
+# Channel prefixes that name a user, in the order a summary looks for one.
+_USER_PREFIXES = ("user:", "user-sessions:", "payments:", "billing:")
+
+
+def change_summary(
+    kind: str, record: dict[str, Any], channels: tuple[str, ...], request_id: str | None
+) -> dict[str, Any]:
+    """What an operator sees of one change: its type, ids, version, time and source.
+
+    Ids only, never the record's contents (names, emails, metadata): the feed is for
+    following what happens, the console's document view is for reading a record.
+    """
+    user_id = next((ch.split(":", 1)[1] for ch in channels if ch.startswith(_USER_PREFIXES)), None)
+    session_id = next((ch.split(":", 1)[1] for ch in channels if ch.startswith("session:")), None)
+    source = change_source.get() or ("graphql" if request_id is not None else "cli")
+    return {
+        "type": kind,
+        "id": record.get("_id"),
+        "userId": user_id,
+        "sessionId": session_id,
+        "paymentId": record.get("payment_id"),
+        "version": record.get("version"),
+        "time": int(time.time() * 1000),
+        "source": source,
+        "process": PROCESS,
+        "requestId": request_id,
+    }
 
 
 @dataclass(frozen=True, slots=True)

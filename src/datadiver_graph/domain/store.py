@@ -46,6 +46,11 @@ class Store:
         await self.events.publish((ADMIN_CHANNEL,), Event(kind, summary))
         return record
 
+    async def announce_reread(self, prefixes: tuple[str, ...]) -> None:
+        """Tell live subscribers of channels starting with `prefixes` to re-read: what a
+        bulk write announces instead of one event per record. Call it after the commit."""
+        await self.events.reread(prefixes)
+
     def batcher(self, name: str, make: Callable[[Store], Batcher[T, R]]) -> Batcher[T, R]:
         """The store's batcher called `name`, made by `make(store)` the first time."""
         found = self._batchers.get(name)

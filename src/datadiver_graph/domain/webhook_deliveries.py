@@ -4,15 +4,23 @@ Svix gives every message one id (`svix-id`) and keeps it across retries. An id i
 remembered only after its event was stored: a delivery that failed half-way is retried
 and applied, never skipped. The TTL index in `db.INDEXES` forgets ids after a week, well
 past Svix's retry window of about 27 hours.
+
+Also the delivery log (`log_delivery`): every delivery with its outcome and error, which
+the console shows so an operator sees when Clerk stops delivering or deliveries fail.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from datadiver_graph.domain.batching import Batcher
+from datadiver_graph.domain.records import new_id
 from datadiver_graph.domain.store import Store
 from datadiver_graph.storage import mongo as db
 from datadiver_graph.storage.mongo import Document
@@ -54,3 +62,63 @@ async def remember_all(store: Store, deliveries: Sequence[tuple[str, str]]) -> N
         # An id remembered already (two deliveries of one message at once) is not a failure.
         if db.duplicate_key_errors(exc) is None:
             raise
+
+
+# -- the delivery log operators read (the console's webhook page) ---------------------------
+
+# Outcomes of a delivery whose signature was not verified: anyone can cause them, so they are
+# counted per minute and outcome (one row each) instead of one row per request.
+UNVERIFIED_WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery as the webhook endpoint answered it; `error` is the reason it gave."""
+
+    outcome: str
+    status: int
+    verified: bool
+    svix_id: str | None = None
+    event_type: str | None = None
+    error: str | None = None
+
+
+def _log_write(delivery: Delivery, now: datetime) -> InsertOne[Document] | UpdateOne:
+    fields: Document = {
+        "outcome": delivery.outcome,
+        "status": delivery.status,
+        "refused": delivery.status != 200,
+        "error": delivery.error,
+    }
+    if delivery.verified:
+        row = {"_id": new_id(), "svixId": delivery.svix_id, "type": delivery.event_type}
+        return InsertOne({**row, **fields, "receivedAt": now, "count": 1})
+    # A time-ordered id per (minute, outcome): the same order as `new_id()`'s ObjectIds.
+    minute = int(now.timestamp()) // UNVERIFIED_WINDOW_S * UNVERIFIED_WINDOW_S
+    suffix = hashlib.sha256(delivery.outcome.encode()).hexdigest()[:16]
+    return UpdateOne(
+        {"_id": f"{minute:08x}{suffix}"},
+        {
+            "$setOnInsert": {**fields, "svixId": None, "type": None, "receivedAt": now},
+            "$set": {"lastAt": now, "lastSvixId": delivery.svix_id},
+            "$inc": {"count": 1},
+        },
+        upsert=True,
+    )
+
+
+def _log_batcher(store: Store) -> Batcher[Delivery, None]:
+    async def write(batch: list[Delivery]) -> list[None]:
+        now = datetime.now(UTC)
+        await store.db.collection(db.WEBHOOK_LOG).bulk_write(
+            [_log_write(delivery, now) for delivery in batch], ordered=False
+        )
+        return [None] * len(batch)
+
+    return Batcher(write)
+
+
+async def log_delivery(store: Store, delivery: Delivery) -> None:
+    """Add a delivery to the log (group-committed with concurrent ones). Call it after the
+    answer went out: the log is for operators, Svix must not wait for it."""
+    await store.batcher("webhook-log", _log_batcher).submit(delivery)

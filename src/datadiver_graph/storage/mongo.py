@@ -25,12 +25,16 @@ WEBHOOK_DELIVERIES = "webhookDeliveries"
 BILLING_EVENTS = "billingEvents"
 # Per payer, the Clerk Billing subscription and items as last reported (domain.billing).
 BILLING_SUBSCRIPTIONS = "billingSubscriptions"
+# One row per webhook delivery and its outcome, for operators (the console's webhook log).
+WEBHOOK_LOG = "webhookLog"
 # Svix retries a failed message for about 27 hours; a week covers that and manual replays.
 WEBHOOK_DELIVERY_RETENTION_S = 7 * 24 * 3600
 
 INDEXES: dict[str, list[IndexModel]] = {
     USERS: [
         IndexModel([("externalId", ASCENDING)], unique=True, name="by_external_id"),
+        # The console's search by email.
+        IndexModel([("email", ASCENDING), ("_id", ASCENDING)], name="by_email"),
     ],
     SESSIONS: [
         IndexModel([("sessionId", ASCENDING)], unique=True, name="by_session_id"),
@@ -53,6 +57,16 @@ INDEXES: dict[str, list[IndexModel]] = {
             expireAfterSeconds=WEBHOOK_DELIVERY_RETENTION_S,
             name="ttl_received_at",
         ),
+    ],
+    WEBHOOK_LOG: [
+        IndexModel(
+            [("receivedAt", ASCENDING)],
+            expireAfterSeconds=WEBHOOK_DELIVERY_RETENTION_S,
+            name="ttl_received_at",
+        ),
+        IndexModel([("svixId", ASCENDING), ("_id", ASCENDING)], name="by_svix_id"),
+        # Newest refusals first, without walking the accepted ones.
+        IndexModel([("refused", ASCENDING), ("_id", DESCENDING)], name="by_refused"),
     ],
     BILLING_EVENTS: [
         IndexModel([("svixId", ASCENDING)], unique=True, name="by_svix_id"),

@@ -1,0 +1,51 @@
+// The live feed (/console/events): an EventSource on the console's SSE stream, each change
+// added as a row built with textContent (never innerHTML), newest first. Served from this
+// origin as a file, so the strict CSP (script-src 'self') holds: no inline script anywhere.
+(function () {
+  "use strict";
+  var MAX_ROWS = 500;
+
+  function cell(row, text) {
+    var td = document.createElement("td");
+    td.textContent = text == null ? "" : String(text);
+    row.appendChild(td);
+  }
+
+  function ids(change) {
+    var parts = [];
+    if (change.sessionId) parts.push("session " + change.sessionId);
+    if (change.paymentId) parts.push("payment " + change.paymentId);
+    if (change.id) parts.push("_id " + change.id);
+    return parts.join(", ");
+  }
+
+  function start(table) {
+    var body = table.querySelector("tbody");
+    var status = document.getElementById("feed-status");
+    var source = new EventSource(table.getAttribute("data-stream"));
+    source.addEventListener("ready", function () { status.textContent = "live"; });
+    source.addEventListener("resync", function () { status.textContent = "live (link was down: changes may be missing)"; });
+    source.addEventListener("change", function (message) {
+      var change = JSON.parse(message.data);
+      var row = document.createElement("tr");
+      row.className = "new";
+      row.setAttribute("data-type", change.type);
+      cell(row, new Date(change.time).toISOString());
+      cell(row, change.type);
+      cell(row, change.userId);
+      cell(row, ids(change));
+      cell(row, change.version);
+      cell(row, change.source);
+      cell(row, change.process);
+      cell(row, change.requestId);
+      body.insertBefore(row, body.firstChild);
+      while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
+    });
+    source.onerror = function () { status.textContent = "reconnecting…"; };
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var table = document.getElementById("feed");
+    if (table) start(table);
+  });
+})();
