@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from datadiver_graph.domain import events, users
-from datadiver_graph.domain.errors import Conflict
 from datadiver_graph.domain.store import Store
 
 T0 = 1_754_000_000_000
@@ -137,17 +136,32 @@ async def test_a_delete_between_read_and_write_keeps_the_user_away(
     assert await store.db.users.count_documents({}) == 0
 
 
-async def test_a_user_that_keeps_changing_is_a_conflict(
+async def test_a_user_changed_between_read_and_write_is_updated_without_a_conflict(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """What Clerk says does not depend on what is stored: a preference merge landing
+    between the batch's read and its write neither fails the delivery nor is lost."""
     await users.upsert_from_clerk(store, profile("user_a", T0))
     rows = await read_rows(store, "user_a")
-    await users.update(store, "user_a", name="Other")
-    monkeypatch.setattr(users, "ATTEMPTS", 1)  # no second try after the first conflict
-    with pytest.raises(Conflict):
-        await users.upsert_many_from_clerk(store, [profile("user_a", T0 + 1)], rows)
+    await users.update(store, "user_a", preferences={"theme": "dark"})
+    monkeypatch.setattr(users, "ATTEMPTS", 1)  # no second read: it is written at once
+    async with store.events.subscribe(events.user_channel("user_a")) as stream:
+        [user] = await users.upsert_many_from_clerk(store, [profile("user_a", T0 + 1, "B")], rows)
+        [event] = await drain(stream)
+    assert user is not None
+    assert (user.name, user.preferences, user.version) == ("B", {"theme": "dark"}, 3)
+    assert event.record == await stored(store, "user_a")
+
+
+async def test_a_newer_profile_stored_between_read_and_write_wins(store: Store) -> None:
+    await users.upsert_from_clerk(store, profile("user_a", T0))
+    rows = await read_rows(store, "user_a")
+    await users.upsert_from_clerk(store, profile("user_a", T0 + 5, "Newer"))
+    assert await users.upsert_many_from_clerk(store, [profile("user_a", T0 + 1, "B")], rows) == [
+        None
+    ]
     doc = await stored(store, "user_a")
-    assert doc is not None and doc["name"] == "Other"
+    assert doc is not None and doc["name"] == "Newer"
 
 
 async def test_one_profile_per_user(store: Store) -> None:

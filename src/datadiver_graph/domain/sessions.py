@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field
@@ -14,6 +15,7 @@ from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.errors import Conflict, NotFound
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.json_values import check_json_object, merge_by_key
+from datadiver_graph.domain.merges import merge_atomic
 from datadiver_graph.domain.pagination import Page, newest_first
 from datadiver_graph.domain.records import Metadata, Record, Timestamp, new_id
 from datadiver_graph.domain.store import Store
@@ -98,10 +100,45 @@ async def update(
     metadata: dict[str, Any] | None = None,
     active: bool | None = None,
 ) -> Session:
-    """Merge `metadata` by top-level key (a null value removes that key) and/or set `active`."""
+    """Merge `metadata` by top-level key (a null value removes that key) and/or set `active`.
+
+    One atomic update (domain.merges), so concurrent merges never conflict. Ending or
+    reopening depends on the stored state (`endedAt` is set only by the change), so that
+    update matches the state it changes; a session already in it gets the merge alone.
+    """
     check_id(session_id, "sessionId")
     if metadata is not None:
         check_json_object(metadata, "metadata")
+    now = now_ms()
+    key = {"sessionId": session_id}
+    attempts: list[tuple[dict[str, Any], dict[str, Any]]] = [({}, {})]
+    if active is not None:
+        flip = {"active": active, "endedAt": None if active else now}
+        attempts = [({"active": not active}, flip), ({"active": active}, {})]
+    doc = None
+    for guard, fields in attempts:
+        doc = await merge_atomic(
+            store.db.sessions,
+            {**key, **guard},
+            field="metadata",
+            patch=metadata or {},
+            fields={"updatedAt": now, **fields},
+        )
+        if doc is not None:
+            break
+    else:
+        # Unknown (update_versioned says so), or metadata too large to merge unseen.
+        doc = await update_versioned(
+            store.db.sessions, key, _change(metadata, active), f"session {session_id!r}"
+        )
+    session = Session.from_doc(doc)
+    return await store.publish("session.updated", session, channels(session))
+
+
+def _change(
+    metadata: dict[str, Any] | None, active: bool | None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`update` as a change of the stored document, for `update_versioned`."""
 
     def change(current: dict[str, Any]) -> dict[str, Any]:
         now = now_ms()
@@ -114,11 +151,7 @@ async def update(
             fields["endedAt"] = None if active else now
         return fields
 
-    doc = await update_versioned(
-        store.db.sessions, {"sessionId": session_id}, change, f"session {session_id!r}"
-    )
-    session = Session.from_doc(doc)
-    return await store.publish("session.updated", session, channels(session))
+    return change
 
 
 async def touch(store: Store, session_id: str) -> Session:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field
-from pymongo import UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from datadiver_graph.domain import events
@@ -16,9 +16,10 @@ from datadiver_graph.domain.clock import now_ms
 from datadiver_graph.domain.errors import Conflict, InvalidInput
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.json_values import check_json_object, merge_by_key
+from datadiver_graph.domain.merges import merge_atomic
 from datadiver_graph.domain.records import Preferences, Record, Timestamp, new_id
 from datadiver_graph.domain.store import Store
-from datadiver_graph.domain.versioned import update_versioned
+from datadiver_graph.domain.versioned import backoff, update_versioned
 from datadiver_graph.storage import mongo as db
 
 MAX_NAME_LENGTH = 200
@@ -106,9 +107,21 @@ async def update(
             fields["name"] = new_name
         return fields
 
-    doc = await update_versioned(
-        store.db.users, {"externalId": external_id}, change, f"user {external_id!r}"
+    # One atomic merge (domain.merges): concurrent writers of other keys never conflict.
+    fields: dict[str, Any] = {"updatedAt": now_ms()}
+    if new_name is not None:
+        fields["name"] = new_name
+    doc = await merge_atomic(
+        store.db.users,
+        {"externalId": external_id},
+        field="preferences",
+        patch=preferences or {},
+        fields=fields,
     )
+    if doc is None:  # unknown (update_versioned says so), or too large to merge unseen
+        doc = await update_versioned(
+            store.db.users, {"externalId": external_id}, change, f"user {external_id!r}"
+        )
     user = User.from_doc(doc)
     return await store.publish("user.updated", user, channels(user.external_id))
 
@@ -273,13 +286,36 @@ async def _upsert_many(
             await store.db.users.delete_many({"_id": {"$in": undone}})
     for i, write in enumerate(writes):
         if i in conflicts:
-            again = await _upsert_many(store, [profiles[write.index]], None, attempts - 1)
-            results[write.index] = again[0]
+            profile = profiles[write.index]
+            results[write.index] = await _update_unseen(store, profile, write, attempts)
         elif write.external_id not in deleted_meanwhile:
             kind = "user.created" if i in inserted else "user.updated"
             user = User.from_doc(write.stored(i in inserted))
             results[write.index] = await store.publish(kind, user, channels(user.external_id))
     return results
+
+
+async def _update_unseen(
+    store: Store, profile: ClerkProfile, write: _Write, attempts: int
+) -> User | None:
+    """A user another writer changed since it was read (a preference merge, another
+    instance's delivery): what Clerk says does not depend on what is stored, so it is
+    written without matching the version, unless the stored profile is as new. Created or
+    deleted meanwhile: planned again from a fresh read, after a jittered wait."""
+    if write.current is not None:
+        match: Document = {"_id": write.current["_id"], "externalId": write.external_id}
+        if profile.updated_at is not None:
+            match["clerkUpdatedAt"] = {"$not": {"$gte": profile.updated_at}}
+        doc = await store.db.users.find_one_and_update(
+            match,
+            {"$set": write.fields, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            user = User.from_doc(doc)
+            return await store.publish("user.updated", user, channels(user.external_id))
+    await backoff(ATTEMPTS - attempts)
+    return (await _upsert_many(store, [profile], None, attempts - 1))[0]
 
 
 async def delete_from_clerk(store: Store, external_id: str) -> User | None:

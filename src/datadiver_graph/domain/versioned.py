@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +14,14 @@ from datadiver_graph.domain.errors import Conflict, NotFound
 
 Document = dict[str, Any]
 ATTEMPTS = 8
+# The first retry waits up to this long, each later one up to twice the one before.
+BACKOFF_S = 0.002
+
+
+async def backoff(attempt: int) -> None:
+    """Wait before retry `attempt` (0 first): a random time under an exponential bound, so
+    writers that collided once do not collide again in lockstep."""
+    await asyncio.sleep(random.uniform(0, BACKOFF_S * 2**attempt))
 
 
 async def update_versioned(
@@ -25,7 +35,9 @@ async def update_versioned(
     The change is computed from the stored document, so a merge never loses a concurrent
     writer's keys.
     """
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            await backoff(attempt - 1)
         current = await collection.find_one(key)
         if current is None:
             raise NotFound(f"{what} not found")
