@@ -18,6 +18,6 @@ def routes(settings: Settings, verifier: TokenVerifier) -> list[BaseRoute]:
     if not settings.console_on:
         return []
     from datadiver_graph.console.access import ConsoleAccess
-    from datadiver_graph.console.routes import mount
+    from datadiver_graph.console.pages import mount
 
     return [mount(ConsoleAccess(settings, verifier))]

@@ -65,6 +65,8 @@ def format_change(change: dict[str, Any], colour: bool) -> str:
     for key, label in (("sessionId", "session"), ("paymentId", "payment")):
         if change.get(key):
             fields.append(f"{label}={change[key]}")
+    if change.get("channels"):
+        fields.append("channels=" + ",".join(map(str, change["channels"])))
     fields.append(f"v{change.get('version')}")
     tail = f"{change.get('source')} {change.get('process')} req={change.get('requestId') or '-'}"
     if not colour:

@@ -2,7 +2,7 @@
 
 Headers: a strict Content-Security-Policy (scripts, styles and connections from this origin
 only, no inline code, never framed), `X-Frame-Options: DENY` for older browsers, no caching
-of pages that show user data, no referrer.
+of pages that show user data, no referrer to other sites.
 
 CSRF: a random token in a `SameSite=Strict` cookie, repeated by the page in a form field or
 the `X-CSRF-Token` header (double submit); a POST must carry both, equal, and must not come
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from urllib.parse import urlsplit
+from typing import cast
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 CSRF_COOKIE = "ddg_console_csrf"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
+MAX_FORM_BYTES = 8192
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -41,7 +43,8 @@ SECURITY_HEADERS = {
     "content-security-policy": CONTENT_SECURITY_POLICY,
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # Not no-referrer: with it Chromium sends `Origin: null` on the console's own form posts.
+    "referrer-policy": "same-origin",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
 }
@@ -98,19 +101,28 @@ async def csrf_problem(request: Request) -> str | None:
     cookie = request.cookies.get(CSRF_COOKIE, "")
     presented = request.headers.get(CSRF_HEADER)
     if presented is None:
-        form = await request.form()
-        field = form.get(CSRF_FIELD)
-        presented = field if isinstance(field, str) else ""
+        presented = (await form_fields(request)).get(CSRF_FIELD, "")
     if not cookie or not hmac.compare_digest(cookie.encode(), presented.encode()):
         return "missing or wrong CSRF token"
     return None
 
 
-def same_site_path(target: str | None, default: str) -> str:
-    """A redirect target that stays inside the console (no scheme, no host)."""
-    if not target:
-        return default
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/console"):
-        return default
-    return target
+async def form_fields(request: Request) -> dict[str, str]:
+    """A small url-encoded form's fields (the first of a repeated one), read once per request.
+    Parsed here so the console needs no multipart library for its three tiny forms."""
+    cached = request.scope.get("console_form")
+    if cached is not None:
+        return cast(dict[str, str], cached)
+    fields: dict[str, str] = {}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                body = b""
+                break
+        for name, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+            fields.setdefault(name, value)
+    request.scope["console_form"] = fields
+    return fields

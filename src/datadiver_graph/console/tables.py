@@ -1,8 +1,8 @@
 """The tables the console browses, and their pages: keyset pagination on an index, always.
 
-Each table has an order (a unique indexed key, or an index's fields ending in one) and a few
-searches, each answered by an index: an exact match or a key prefix (as a range, which an
-index answers, where a `^prefix` regex may not be). A page is `limit + 1` rows after the
+Each table is ordered by a unique indexed key, and has a few searches, each answered by an
+index: a key prefix (as a range, which an index answers, where a `^prefix` regex may not),
+or an exact match then the rest of that index's fields. A page is `limit + 1` rows after the
 last row shown, so no page view ever skips or counts: the row total shown is the
 collection's estimated count (metadata), cached for a few seconds.
 """
@@ -36,14 +36,17 @@ class BadCursor(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Search:
+    """`prefix`: a range on a unique key, in its order. `exact`: an equality, then `order`
+    (one or two fields of the index that follows the equality field; empty when few rows
+    can match: the first page is all there is)."""
+
     name: str  # the query parameter's value (`?by=email`)
     label: str
     field: str
     match: Literal["exact", "prefix"]
-    # The order of the results: an index whose leading field is `field` (an exact match)
-    # or the field itself (a prefix), ending in a unique key.
-    order: Order
+    order: Order = ()
     prefix: str = ""  # put in front of what was typed (billing: "user:" + a Clerk id)
+    value: object = None  # a fixed value instead of the text (webhooks: refused = true)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +54,22 @@ class Table:
     name: str  # in the URL
     title: str
     collection: str
-    key: str  # unique: identifies a document in its URL
-    order: Order
+    key: str  # unique and indexed: the default order, and a document's URL
+    direction: Literal[1, -1]
     columns: tuple[tuple[str, str], ...]  # (field, heading)
     searches: tuple[Search, ...] = field(default=())
+
+    @property
+    def link_field(self) -> str:
+        """The column that links to a row's document: the key's, else the first."""
+        return self.key if any(name == self.key for name, _ in self.columns) else self.columns[0][0]
 
     def search(self, name: str | None) -> Search | None:
         return next((s for s in self.searches if s.name == name), None)
 
 
-def _by(field_name: str, label: str, order: Order | None = None, prefix: str = "") -> Search:
-    if order is None:
-        return Search(field_name, label, field_name, "prefix", ((field_name, 1),))
-    return Search(field_name, label, field_name, "exact", order, prefix)
+def _prefix(field_name: str, label: str) -> Search:
+    return Search(field_name, label, field_name, "prefix")
 
 
 TABLES: dict[str, Table] = {
@@ -74,7 +80,7 @@ TABLES: dict[str, Table] = {
             "Users",
             db.USERS,
             key="externalId",
-            order=(("externalId", 1),),
+            direction=1,
             columns=(
                 ("externalId", "Clerk id"),
                 ("email", "email"),
@@ -83,8 +89,8 @@ TABLES: dict[str, Table] = {
                 ("updatedAt", "updated"),
             ),
             searches=(
-                _by("externalId", "Clerk id"),
-                Search("email", "email", "email", "exact", (("email", 1), ("_id", 1))),
+                _prefix("externalId", "Clerk id"),
+                Search("email", "email", "email", "exact"),
             ),
         ),
         Table(
@@ -92,7 +98,7 @@ TABLES: dict[str, Table] = {
             "Sessions",
             db.SESSIONS,
             key="sessionId",
-            order=(("sessionId", 1),),
+            direction=1,
             columns=(
                 ("sessionId", "sessionId"),
                 ("userId", "user"),
@@ -101,8 +107,14 @@ TABLES: dict[str, Table] = {
                 ("lastActivity", "last activity"),
             ),
             searches=(
-                _by("sessionId", "sessionId"),
-                _by("userId", "Clerk id", (("userId", 1), ("lastActivity", -1), ("sessionId", -1))),
+                _prefix("sessionId", "sessionId"),
+                Search(
+                    "userId",
+                    "Clerk id",
+                    "userId",
+                    "exact",
+                    (("lastActivity", -1), ("sessionId", -1)),
+                ),
             ),
         ),
         Table(
@@ -110,7 +122,7 @@ TABLES: dict[str, Table] = {
             "Payment attempts",
             db.PAYMENT_ATTEMPTS,
             key="payment_id",
-            order=(("payment_id", 1),),
+            direction=1,
             columns=(
                 ("payment_id", "payment_id"),
                 ("userId", "user"),
@@ -120,8 +132,10 @@ TABLES: dict[str, Table] = {
                 ("createdAt", "created"),
             ),
             searches=(
-                _by("payment_id", "payment_id"),
-                _by("userId", "Clerk id", (("userId", 1), ("createdAt", -1), ("payment_id", -1))),
+                _prefix("payment_id", "payment_id"),
+                Search(
+                    "userId", "Clerk id", "userId", "exact", (("createdAt", -1), ("payment_id", -1))
+                ),
             ),
         ),
         Table(
@@ -129,7 +143,7 @@ TABLES: dict[str, Table] = {
             "Billing subscriptions",
             db.BILLING_SUBSCRIPTIONS,
             key="payerKey",
-            order=(("payerKey", 1),),
+            direction=1,
             columns=(
                 ("payerKey", "payer"),
                 ("subscriptionId", "subscription"),
@@ -138,17 +152,17 @@ TABLES: dict[str, Table] = {
                 ("updatedAt", "updated"),
             ),
             searches=(
-                Search("user", "Clerk id", "payerKey", "exact", (("payerKey", 1),), "user:"),
-                _by("payerKey", "payer key"),
-                Search("item", "item id", "items.id", "exact", (("items.id", 1), ("_id", 1))),
+                Search("user", "Clerk id", "payerKey", "exact", prefix="user:"),
+                _prefix("payerKey", "payer key"),
+                Search("item", "item id", "items.id", "exact"),
             ),
         ),
         Table(
             "webhooks",
             "Webhook deliveries",
             db.WEBHOOK_LOG,
-            key="_id",
-            order=(("_id", -1),),
+            key="at",
+            direction=-1,
             columns=(
                 ("receivedAt", "received"),
                 ("svixId", "svix-id"),
@@ -159,10 +173,8 @@ TABLES: dict[str, Table] = {
                 ("count", "count"),
             ),
             searches=(
-                Search("svixId", "svix-id", "svixId", "exact", (("svixId", 1), ("_id", 1))),
-                Search(
-                    "refused", "refused only", "refused", "exact", (("refused", 1), ("_id", -1))
-                ),
+                Search("svixId", "svix-id", "svixId", "exact"),
+                Search("refused", "refused only", "refused", "exact", (("at", -1),), value=True),
             ),
         ),
     )
@@ -180,58 +192,80 @@ class PageQuery:
 class Page:
     rows: list[Document]
     next_cursor: str | None
+    capped: bool = False  # an exact search with more matches than one page shows
 
 
-def page_query(
+def _range(direction: int, after: Any) -> Document:
+    return {"$gt" if direction == 1 else "$lt": after}
+
+
+def page_queries(
     table: Table, search: Search | None, text: str, after: str | None, size: int = PAGE_SIZE
-) -> PageQuery:
-    """The find that answers one page: equality or range on the search field, then the
-    rows strictly after the cursor in the order's index."""
-    order = search.order if search is not None and text else table.order
-    query: Document = {}
-    if search is not None and text:
-        value: Any = search.prefix + text[:MAX_SEARCH]
-        if search.field == "refused":
-            value = True
-        if search.match == "exact":
-            query[search.field] = value
-        else:
-            query[search.field] = {"$gte": value, "$lt": value + _PREFIX_END}
-    if after is not None:
-        query = _after(query, order, decode_cursor(after, len(order)))
-    return PageQuery(query, [(name, direction) for name, direction in order], size + 1)
+) -> list[PageQuery]:
+    """The finds that answer one page, read in turn until it is full. Each is one index
+    range: a condition on one field, or an equality then a condition on the index's next
+    field. (An `$or` of ranges, the usual keyset form, is the same on MongoDB, but the
+    embedded database scans the collection for it.)"""
+    limit = size + 1
+    if search is None or (not text and search.value is None):
+        condition: Document = {} if after is None else _range(table.direction, _one(after))
+        return [_on(table.key, condition, [(table.key, table.direction)], limit)]
+    if search.match == "prefix":
+        start = text[:MAX_SEARCH]
+        condition = {"$gte": start, "$lt": start + _PREFIX_END}
+        if after is not None:
+            condition["$gt"] = _one(after)
+        return [_on(search.field, condition, [(search.field, 1)], limit)]
+    value = search.value if search.value is not None else search.prefix + text[:MAX_SEARCH]
+    equal: Document = {search.field: value}
+    if not search.order:
+        return [PageQuery(equal, [(table.key, 1)], limit)]
+    if after is None:
+        return [PageQuery(equal, list(search.order), limit)]
+    values = decode_cursor(after, len(search.order))
+    first, direction = search.order[0]
+    if len(search.order) == 1:
+        return [PageQuery({**equal, first: _range(direction, values[0])}, [search.order[0]], limit)]
+    # (a, b) after (x, y): the rest of x's rows after y, then the rows after x.
+    second, second_direction = search.order[1]
+    ties = {**equal, first: values[0], second: _range(second_direction, values[1])}
+    rest = {**equal, first: _range(direction, values[0])}
+    return [
+        PageQuery(ties, [search.order[1]], limit),
+        PageQuery(rest, list(search.order), limit),
+    ]
 
 
-def _after(query: Document, order: Order, values: list[Any]) -> Document:
-    """`query` and "after `values` in `order`": (a > x) or (a = x and b > y) or ..."""
-    branches = []
-    for i, (name, direction) in enumerate(order):
-        branch = {order[j][0]: values[j] for j in range(i)}
-        branch[name] = {"$gt" if direction == 1 else "$lt": values[i]}
-        branches.append(branch)
-    # An exact search already fixes the first field: its branch can never match.
-    if len(order) > 1 and order[0][0] in query and not isinstance(query[order[0][0]], dict):
-        branches = branches[1:]
-    keyset = branches[0] if len(branches) == 1 else {"$or": branches}
-    return {"$and": [query, keyset]} if query else keyset
+def _on(field_name: str, condition: Document, sort: list[tuple[str, int]], limit: int) -> PageQuery:
+    return PageQuery({field_name: condition} if condition else {}, sort, limit)
+
+
+def _one(after: str) -> Any:
+    return decode_cursor(after, 1)[0]
 
 
 async def read_page(
     database: Database, table: Table, search: Search | None, text: str, after: str | None
 ) -> Page:
-    plan = page_query(table, search, text, after)
-    cursor = database.collection(table.collection).find(plan.filter)
-    rows = await cursor.sort(plan.sort).limit(plan.limit).to_list()
+    collection = database.collection(table.collection)
+    rows: list[Document] = []
+    queries = page_queries(table, search, text, after)
+    for query in queries:
+        wanted = PAGE_SIZE + 1 - len(rows)
+        if wanted <= 0:
+            break
+        rows += await collection.find(query.filter).sort(query.sort).limit(wanted).to_list()
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
-    next_cursor = None
-    if more and rows:
-        next_cursor = encode_cursor([_field(rows[-1], name) for name, _ in plan.sort])
-    return Page(rows, next_cursor)
+    sort = queries[-1].sort
+    exact_only = search is not None and search.match == "exact" and not search.order and bool(text)
+    if not more or not rows or exact_only:
+        return Page(rows, None, capped=more and exact_only)
+    return Page(rows, encode_cursor([_field(rows[-1], name) for name, _ in sort]))
 
 
 def _field(doc: Document, path: str) -> Any:
-    # Only ever a scalar: a multikey order (items.id) matches one row, so it has no next page.
+    # Only ever a scalar: a multikey field (items.id) is searched exactly, never paged.
     value: Any = doc
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
@@ -252,7 +286,7 @@ def decode_cursor(cursor: str, length: int) -> list[Any]:
     if (
         not isinstance(values, list)
         or len(values) != length
-        or not all(v is None or isinstance(v, str | int | bool) for v in values)
+        or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values)
         or any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in values)
     ):
         raise BadCursor("not a cursor this console made")

@@ -93,6 +93,13 @@ def change_summary(
     }
 
 
+def reread_summary(prefixes: tuple[str, ...], request_id: str | None) -> dict[str, Any]:
+    """A bulk write's one announcement (an import), in the shape of `change_summary`."""
+    summary = change_summary("reread", {}, (), request_id)
+    summary["channels"] = list(prefixes)
+    return summary
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """`kind` is e.g. "session.updated"; `record` is the stored document after the change.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from datadiver_graph.domain.batching import Batcher
-from datadiver_graph.domain.events import ADMIN_CHANNEL, Event, change_summary
+from datadiver_graph.domain.events import ADMIN_CHANNEL, Event, change_summary, reread_summary
 from datadiver_graph.domain.records import Record
 from datadiver_graph.fanout import EventHub
 from datadiver_graph.observability.logs import request_id_var
@@ -48,8 +48,11 @@ class Store:
 
     async def announce_reread(self, prefixes: tuple[str, ...]) -> None:
         """Tell live subscribers of channels starting with `prefixes` to re-read: what a
-        bulk write announces instead of one event per record. Call it after the commit."""
+        bulk write announces instead of one event per record. Call it after the commit.
+        Operators see it as one `reread` change naming the prefixes."""
         await self.events.reread(prefixes)
+        summary = reread_summary(prefixes, request_id_var.get())
+        await self.events.publish((ADMIN_CHANNEL,), Event(summary["type"], summary))
 
     def batcher(self, name: str, make: Callable[[Store], Batcher[T, R]]) -> Batcher[T, R]:
         """The store's batcher called `name`, made by `make(store)` the first time."""

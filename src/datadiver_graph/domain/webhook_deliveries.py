@@ -91,16 +91,20 @@ def _log_write(delivery: Delivery, now: datetime) -> InsertOne[Document] | Updat
         "error": delivery.error,
     }
     if delivery.verified:
-        row = {"_id": new_id(), "svixId": delivery.svix_id, "type": delivery.event_type}
-        return InsertOne({**row, **fields, "receivedAt": now, "count": 1})
-    # A time-ordered id per (minute, outcome): the same order as `new_id()`'s ObjectIds.
+        row_id = new_id()
+        row = {"_id": row_id, "at": row_id, "svixId": delivery.svix_id}
+        return InsertOne(
+            {**row, "type": delivery.event_type, **fields, "receivedAt": now, "count": 1}
+        )
+    # One row per (minute, outcome).
     minute = int(now.timestamp()) // UNVERIFIED_WINDOW_S * UNVERIFIED_WINDOW_S
-    suffix = hashlib.sha256(delivery.outcome.encode()).hexdigest()[:16]
+    row_id = f"{minute:08x}{hashlib.sha256(delivery.outcome.encode()).hexdigest()[:16]}"
     return UpdateOne(
-        {"_id": f"{minute:08x}{suffix}"},
+        {"_id": row_id},
         {
             "$setOnInsert": {**fields, "svixId": None, "type": None, "receivedAt": now},
-            "$set": {"lastAt": now, "lastSvixId": delivery.svix_id},
+            # A fresh `at` each time: the row moves up to where its latest refusal belongs.
+            "$set": {"at": new_id(), "lastAt": now, "lastSvixId": delivery.svix_id},
             "$inc": {"count": 1},
         },
         upsert=True,

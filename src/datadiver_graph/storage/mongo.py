@@ -64,9 +64,11 @@ INDEXES: dict[str, list[IndexModel]] = {
             expireAfterSeconds=WEBHOOK_DELIVERY_RETENTION_S,
             name="ttl_received_at",
         ),
+        # `at`, a time-ordered id written with each row, orders the log: newest first, and
+        # the newest refusals without walking the accepted deliveries.
+        IndexModel([("at", DESCENDING)], unique=True, name="by_at"),
+        IndexModel([("refused", ASCENDING), ("at", DESCENDING)], name="by_refused_at"),
         IndexModel([("svixId", ASCENDING), ("_id", ASCENDING)], name="by_svix_id"),
-        # Newest refusals first, without walking the accepted ones.
-        IndexModel([("refused", ASCENDING), ("_id", DESCENDING)], name="by_refused"),
     ],
     BILLING_EVENTS: [
         IndexModel([("svixId", ASCENDING)], unique=True, name="by_svix_id"),

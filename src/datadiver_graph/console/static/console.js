@@ -16,6 +16,7 @@
     if (change.sessionId) parts.push("session " + change.sessionId);
     if (change.paymentId) parts.push("payment " + change.paymentId);
     if (change.id) parts.push("_id " + change.id);
+    if (change.channels) parts.push("channels " + change.channels.join(" "));
     return parts.join(", ");
   }
 
@@ -37,7 +38,8 @@
       cell(row, change.version);
       cell(row, change.source);
       cell(row, change.process);
-      cell(row, change.requestId);
+      cell(row, change.requestId ? change.requestId.slice(0, 12) + "…" : "");
+      row.lastChild.title = change.requestId || "";
       body.insertBefore(row, body.firstChild);
       while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1);
     });

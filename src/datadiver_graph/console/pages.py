@@ -117,6 +117,7 @@ async def table_page(request: Request) -> Response:
         table.searches[0] if table.searches else None
     )
     text = request.query_params.get("q", "").strip()
+    active = search if search is not None and (text or search.value is not None) else None
     try:
         page = await tables.read_page(
             _store(request).db, table, search, text, request.query_params.get("after")
@@ -127,6 +128,7 @@ async def table_page(request: Request) -> Response:
     context: dict[str, Any] = {
         "table": table,
         "search": search,
+        "active": active,
         "text": text,
         "page": page,
         "estimate": await counts.estimate(_store(request).db, table.collection),
@@ -141,7 +143,7 @@ async def _webhook_glance(store: Store) -> dict[str, Any]:
     rows = (
         await store.db.collection(tables.TABLES["webhooks"].collection)
         .find({})
-        .sort([("_id", -1)])
+        .sort([("at", -1)])
         .limit(GLANCE_ROWS)
         .to_list()
     )
@@ -174,8 +176,7 @@ async def end_session(request: Request) -> Response:
     if problem is not None:
         refused(request, f"end session: {problem}")
         return PlainTextResponse(f"refused: {problem}", status_code=403)
-    form = await request.form()
-    session_id = form.get("sessionId")
+    session_id = (await security.form_fields(request)).get("sessionId")
     if not isinstance(session_id, str) or not session_id:
         return PlainTextResponse("sessionId is required", status_code=400)
     change_source.set("console")
@@ -207,8 +208,7 @@ async def login(request: Request) -> Response:
     if request.method == "GET":
         return _render(request, "login.html", {"has_token": access.has_token, "error": None})
     problem = await security.csrf_problem(request)
-    form = await request.form()
-    presented = form.get("token")
+    presented = (await security.form_fields(request)).get("token")
     if problem is None and isinstance(presented, str) and access.token_matches(presented):
         response = RedirectResponse("/console/", status_code=303)
         secure = "; Secure" if request.url.scheme == "https" else ""
