@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     # the versions they were tested on; off, requests take stock Strawberry and uvicorn.
     fast_paths: bool = Field(default=True, validation_alias=AliasChoices("FAST_PATHS"))
 
+    # Bearer token Prometheus sends to scrape /metrics. Required whenever set; in
+    # production /metrics answers 404 without it (it names routes, errors and load).
+    metrics_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("METRICS_TOKEN")
+    )
+
     # The operator console (/console) and `datadiver-graph logs` (console/). Unset: on in
     # development (open to localhost when no credential is set), off in production.
     console_enabled: bool | None = Field(
@@ -283,7 +289,7 @@ class Settings(BaseSettings):
                 raise ValueError("each key must be at least 16 characters")
         return value
 
-    @field_validator("console_token")
+    @field_validator("console_token", "metrics_token")
     @classmethod
     def _console_token_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().strip()) < 24:

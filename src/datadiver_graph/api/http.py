@@ -14,8 +14,8 @@ from typing import Any, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError
-from starlette.requests import Request
+from graphql import GraphQLError, OperationType, get_operation_ast
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -35,17 +35,27 @@ from datadiver_graph.api.persisted_documents import (
     PersistedDocuments,
     load_manifest,
 )
-from datadiver_graph.api.ratelimit import RateLimiter
+from datadiver_graph.api.ratelimit import identity_key
+from datadiver_graph.api.request_rules import (
+    BAD_REQUEST,
+    SUBSCRIPTION_OVER_HTTP,
+    field_problem,
+    rate_limited,
+    variables_problem,
+)
 from datadiver_graph.api.schema.context import Context
 from datadiver_graph.api.schema.errors import REQUEST_ERROR_CODES, SERVICE_UNAVAILABLE
 from datadiver_graph.api.schema.schema import Schema, build_schema
 from datadiver_graph.api.ws import (
+    RATE_LIMITED_CLOSE,
     PersistedGraphQLTransportWSHandler,
     PersistedGraphQLWSHandler,
     TextFrameWebSocketAdapter,
+    refuse_with,
 )
 from datadiver_graph.auth.identity import AuthError, Identity, TokenVerifier, identify
 from datadiver_graph.config import Settings
+from datadiver_graph.domain.json_values import loads_exact
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,18 @@ def _error_response(exc: HTTPException) -> Response:
         media_type="application/json",
         headers=getattr(exc, "headers", None) or {},
     )
+
+
+def bad_request(reason: str) -> CodedHTTPException:
+    return CodedHTTPException(400, reason, BAD_REQUEST)
+
+
+def check_request_fields(data: object) -> None:
+    """400 BAD_REQUEST for a request (or batch item) that is not an object whose fields
+    have their types, before anything reads them."""
+    problem = field_problem(data)
+    if problem is not None:
+        raise bad_request(problem)
 
 
 def _limit_body(receive: Receive, limit: int) -> Receive:
@@ -193,6 +215,12 @@ class GraphQLView(GraphQL[Context, None]):
                     413, f"request body exceeds {limit} bytes", "REQUEST_TOO_LARGE"
                 )
             response = await self.answer(request)
+        except ClientDisconnect:
+            # The client went away before its request was read: nothing wrong here (an
+            # ERROR would let anyone raise alerts at will). The answer goes nowhere; it
+            # is what the access log records instead of a 500.
+            log.info("client disconnected before its request was read")
+            response = _error_response(bad_request("the client disconnected"))
         except HTTPException as exc:
             response = _error_response(exc)
         except PersistedDocumentError as exc:
@@ -223,6 +251,9 @@ class GraphQLView(GraphQL[Context, None]):
                     "POST /graphql needs Content-Type: application/json",
                     "UNSUPPORTED_MEDIA_TYPE",
                 )
+            data = self.decode_json(await request.get_body())
+            for item in data if isinstance(data, list) else [data]:
+                check_request_fields(item)
         parsed = await super().parse_http_body(request)
         items = parsed if isinstance(parsed, list) else [parsed]
         document_ids = await self._document_ids(request, len(items))
@@ -230,13 +261,26 @@ class GraphQLView(GraphQL[Context, None]):
             if item.extensions or document_id is not None or self.persisted.active:
                 query = self.persisted.resolve(item.query, item.extensions, document_id)
                 item.query = query if isinstance(query, str) or query is None else item.query
-        limit = self.settings.max_variables_bytes
+            if self.is_subscription(item.query, item.operation_name):
+                raise bad_request(SUBSCRIPTION_OVER_HTTP)
         for item in items:
-            if item.variables and len(orjson.dumps(item.variables)) > limit:
-                raise CodedHTTPException(
-                    413, f"variables exceed {limit} bytes", "VARIABLES_TOO_LARGE"
-                )
+            problem = variables_problem(item.variables, self.settings.max_variables_bytes)
+            if problem is not None:
+                raise CodedHTTPException(413, problem, "VARIABLES_TOO_LARGE")
         return parsed
+
+    def is_subscription(self, query: str | None, operation_name: str | None) -> bool:
+        """Whether the document asks for a subscription (which HTTP does not carry: its
+        stream would need a WebSocket). A document that does not parse or validate is not:
+        its errors are answered as such."""
+        if not isinstance(query, str):
+            return False
+        try:
+            document, errors = self.graphql_schema.prepare(query)
+        except GraphQLError:
+            return False
+        operation = None if errors else get_operation_ast(document, operation_name)
+        return operation is not None and operation.operation == OperationType.SUBSCRIPTION
 
     async def _document_ids(self, request: AsyncHTTPRequestAdapter, count: int) -> list[object]:
         """Each operation's `documentId` (strawberry's request data has no field for it)."""
@@ -257,7 +301,7 @@ class GraphQLView(GraphQL[Context, None]):
         return orjson.dumps(data)
 
     def decode_json(self, data: str | bytes) -> object:
-        return orjson.loads(data)
+        return loads_exact(data)
 
     async def _authenticate(
         self,
@@ -301,29 +345,35 @@ class GraphQLView(GraphQL[Context, None]):
                 cookie=request.cookies.get("__session"),
                 service_key=request.headers.get("x-service-key"),
             )
-            await self._check_rate(state.rate_limiter, context.identity, request)
+            retry_after = await self.count_request(
+                request, context.identity, request.headers.get("x-service-key")
+            )
+            if retry_after is not None:
+                raise CodedHTTPException(
+                    429,
+                    "rate limit exceeded; try again later",
+                    "RATE_LIMITED",
+                    headers={"Retry-After": str(max(1, round(retry_after)))},
+                )
         return context
 
-    @staticmethod
-    async def _check_rate(
-        limiter: RateLimiter | None, identity: Identity, request: Request
-    ) -> None:
+    async def count_request(
+        self, request: Request | WebSocket, identity: Identity, service_key: object
+    ) -> float | None:
+        """Count one request (an HTTP request, a WebSocket operation or connection_init)
+        against the caller's budget: None when allowed, else seconds until it renews."""
+        limiter = request.app.state.rate_limiter
         if limiter is None:
-            return
-        if identity.is_service:
-            key = "service"
-        elif identity.user_id is not None:
-            key = f"user:{identity.user_id}"
-        else:
-            key = f"ip:{request.client.host if request.client else 'unknown'}"
-        retry_after = await limiter.hit(key)
-        if retry_after is not None:
-            raise CodedHTTPException(
-                429,
-                "rate limit exceeded; try again later",
-                "RATE_LIMITED",
-                headers={"Retry-After": str(max(1, round(retry_after)))},
-            )
+            return None
+        key = identity_key(
+            user_id=identity.user_id,
+            service_key=service_key
+            if identity.is_service and isinstance(service_key, str)
+            else None,
+            client_host=request.client.host if request.client else None,
+        )
+        retry_after: float | None = await limiter.hit(key)
+        return retry_after
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Credentials come from connectionParams; the identity then holds for the connection."""
@@ -340,6 +390,12 @@ class GraphQLView(GraphQL[Context, None]):
             cookie=request.cookies.get("__session"),
             service_key=service_key if isinstance(service_key, str) else None,
         )
+        # Every connection_init counts, as an HTTP request does (a flood of connections
+        # would otherwise run free); refused with 4429 (api/ws.py closes with it).
+        retry_after = await self.count_request(request, identity, service_key)
+        if retry_after is not None:
+            refuse_with(request, RATE_LIMITED_CLOSE, "rate limit exceeded")
+            raise ConnectionRejectionError(rate_limited(retry_after))
         if error is not None or not identity.is_authenticated:
             # graphql-transport-ws closes with 4403 and drops this payload; the legacy
             # protocol sends it as `connection_error`, where a client shows the message.

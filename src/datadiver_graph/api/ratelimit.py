@@ -7,6 +7,7 @@ must not become an outage of the API.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from typing import Protocol
@@ -76,6 +77,17 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def identity_key(*, user_id: str | None, service_key: str | None, client_host: str | None) -> str:
+    """The budget a caller counts against: its user, its service key (each key its own,
+    named by a digest so no key reaches Redis or a log), else its address."""
+    if service_key is not None:
+        digest = hashlib.sha256(service_key.strip().encode()).hexdigest()[:16]
+        return f"service:{digest}"
+    if user_id is not None:
+        return f"user:{user_id}"
+    return f"ip:{client_host or 'unknown'}"
 
 
 def create_rate_limiter(per_minute: int, broadcast_url: str) -> RateLimiter | None:

@@ -7,7 +7,9 @@ starving the others.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from typing import Any
 
 import orjson
@@ -72,3 +74,25 @@ def merge_by_key(current: JsonObject, patch: JsonObject) -> JsonObject:
         else:
             merged[key] = value
     return merged
+
+
+# Twenty digits in a row: a number at least 10**19, past what 64 bits hold (or a long
+# digit string, which the careful parse below reads as well).
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def _no_constants(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """JSON text as Python values, integers kept exact.
+
+    orjson turns an integer past 64 bits into a float (2**70 would be stored as 1.18e21
+    without a word); the standard library keeps it an int, which `check_json_object` then
+    refuses. It is slower, so it reads only text holding such a number.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_DIGITS.search(raw) is None:
+        return orjson.loads(raw)
+    return json.loads(raw, parse_constant=_no_constants)

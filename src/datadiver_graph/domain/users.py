@@ -74,6 +74,13 @@ async def get_unless_deleted(store: Store, external_id: str) -> User | None:
     return User.from_doc(row["user"][0])
 
 
+async def is_deleted(store: Store, external_id: str) -> bool:
+    """Whether Clerk deleted the user (a tombstone is kept): their writes are refused,
+    though a session token issued before the delete may still verify for a minute."""
+    found = await store.db.collection(TOMBSTONES).find_one({"_id": external_id}, {"_id": 1})
+    return found is not None
+
+
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name:

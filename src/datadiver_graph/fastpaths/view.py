@@ -19,10 +19,12 @@ from strawberry.http import process_result
 from datadiver_graph.api.http import (
     JSON_CONTENT_TYPES,
     GraphQLView,
+    check_request_fields,
     http_status,
     media_type_for,
     without_data,
 )
+from datadiver_graph.domain.json_values import loads_exact
 from datadiver_graph.fastpaths.direct import execute_prepared, prepare_operation
 from datadiver_graph.fastpaths.ws_handler import LiveTransportWSHandler
 
@@ -46,6 +48,7 @@ class FastGraphQLView(GraphQLView):
         data, size = await self._direct_data(request)
         if data is None:
             return None
+        check_request_fields(data)  # a wrong type is a 400 on either path
         query, variables, name = data.get("query"), data.get("variables"), data.get("operationName")
         extensions, document_id = data.get("extensions"), data.get("documentId")
         if extensions is not None and not (
@@ -86,8 +89,8 @@ class FastGraphQLView(GraphQLView):
             try:
                 for key in ("variables", "extensions"):
                     if params.get(key):
-                        data[key] = orjson.loads(params[key])
-            except orjson.JSONDecodeError:
+                        data[key] = loads_exact(params[key])
+            except ValueError:
                 return None, 0
             return data, len(request.url.query)
         if request.method != "POST":
@@ -97,7 +100,7 @@ class FastGraphQLView(GraphQLView):
             return None, 0
         body = await request.body()  # kept by the request for strawberry, should it answer
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            data = loads_exact(body)
+        except ValueError:
             return None, 0
         return (data, len(body)) if isinstance(data, dict) else (None, 0)

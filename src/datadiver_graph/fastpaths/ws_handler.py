@@ -37,7 +37,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 
 from datadiver_graph.api.schema.context import Context
-from datadiver_graph.api.ws import resolve_persisted
+from datadiver_graph.api.ws import (
+    MESSAGE_TOO_BIG_CLOSE,
+    admit_operation,
+    too_large,
+    transport_message_problem,
+)
 from datadiver_graph.fastpaths.direct import PreparedOperation
 from datadiver_graph.fastpaths.internals import Internal
 from datadiver_graph.fastpaths.live_operation import LiveOperation
@@ -67,6 +72,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle(self) -> None:
         self.on_request_accepted()
         websocket = self.websocket.ws  # type: ignore[attr-defined]
+        limit = self.view.settings.max_body_bytes  # type: ignore[attr-defined]
         try:
             while websocket.application_state != WebSocketState.DISCONNECTED:
                 # Starlette's receive_text(), without a coroutine frame of its own kept
@@ -79,6 +85,10 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 if text is None:  # a binary frame: strawberry's NonTextMessageReceived
                     await self.handle_invalid_message("WebSocket message type must be text")
                     return
+                if too_large(text, limit):  # as api/ws.py's adapter
+                    reason = f"message exceeds {limit} bytes"
+                    await self.websocket.close(code=MESSAGE_TOO_BIG_CLOSE, reason=reason)
+                    return
                 try:
                     message = self.view.decode_json(text)
                 except JSONDecodeError:
@@ -86,6 +96,10 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                     return
                 # Not kept alive while the connection waits for its next message.
                 del text
+                problem = transport_message_problem(message)
+                if problem is not None:
+                    await self.handle_invalid_message(problem)
+                    return
                 await self.handle_message(cast(Any, message))
                 del message
         except (WebSocketDisconnect, WebSocketDisconnected):
@@ -154,7 +168,7 @@ class LiveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 {"id": operation_id, "type": "error", "payload": [error.formatted]}
             )
             return
-        refusal = resolve_persisted(self.view, message["payload"])
+        refusal = await admit_operation(self, message["payload"])
         if refusal is not None:
             await self.send({"id": operation_id, "type": "error", "payload": [refusal]})
             return

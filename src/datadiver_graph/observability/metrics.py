@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import re
@@ -273,7 +274,24 @@ async def check_health(store: Store) -> tuple[bool, bool]:
     return await within(store.db.ping()), await within(store.events.link_ok())
 
 
+def scrape_refusal(request: Request) -> Response | None:
+    """Who may read /metrics: with METRICS_TOKEN set, only a bearer of it (401 else); in
+    production without one, nobody (404: the numbers map the service for a prober)."""
+    settings = request.app.state.settings
+    token = settings.metrics_token
+    if token is None:
+        return Response(status_code=404) if settings.is_production else None
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    expected = token.get_secret_value().strip().encode()
+    if scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected):
+        return None
+    return Response(status_code=401, headers={"www-authenticate": 'Bearer realm="metrics"'})
+
+
 async def metrics_endpoint(request: Request) -> Response:
+    refusal = scrape_refusal(request)
+    if refusal is not None:
+        return refusal
     metrics: Metrics = request.app.state.metrics
     store: Store | None = getattr(request.app.state, "store", None)
     if store is not None:

@@ -1,11 +1,16 @@
 """The embedded SecantusDB server used when MONGODB_URI is unset (development, tests).
 
 It runs as a child process rather than in-process: the server is pure Python and would
-otherwise compete with the app for the GIL on every request.
+otherwise compete with the app for the GIL on every request. It sits in a session of its
+own (a Ctrl-C aimed at the app must not stop it first), so a crash of the app (kill -9 of
+its process group) leaves it running. `secantus.uri` names it and the process that owns
+it: a later start finds it, and if that owner is gone, adopts it (and stops it on exit, as
+its own); a command run beside a live owner only borrows it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -43,6 +48,8 @@ class EmbeddedMongo:
         self.port = port or free_port(host)
         self._process: subprocess.Popen[bytes] | None = None
         self._attached = False
+        # The pid of a server we adopted (its owner died): ours to stop, not our child.
+        self._adopted: int | None = None
 
     @property
     def uri(self) -> str:
@@ -64,7 +71,7 @@ class EmbeddedMongo:
 
     def _attach_to_running(self) -> bool:
         try:
-            uri, _, pid = self.uri_file.read_text().strip().partition("\n")
+            uri, pid, owner = [*self.uri_file.read_text().strip().split("\n"), "", ""][:3]
         except OSError:
             return False
         try:
@@ -88,8 +95,22 @@ class EmbeddedMongo:
         self.host, port = host_port.rsplit(":", 1)
         self.port = int(port)
         self._attached = True
-        log.info("using the embedded SecantusDB already running at %s", self.uri)
+        if owner.strip().isdigit() and _alive(int(owner)):
+            log.info("using the embedded SecantusDB already running at %s", self.uri)
+            return True
+        # Its owner is gone (a crash): the server is an orphan; adopt it, so that this
+        # process stops it on exit instead of leaving it running for ever.
+        self._adopted = int(pid) if pid.strip().isdigit() else None
+        self._write_uri_file(int(pid) if pid.strip().isdigit() else None)
+        log.warning(
+            "adopting the embedded SecantusDB at %s left running by a process that exited",
+            self.uri,
+        )
         return True
+
+    def _write_uri_file(self, server_pid: int | None) -> None:
+        # uri, the server's pid, the pid of the process that stops it on exit.
+        self.uri_file.write_text(f"{self.uri}\n{server_pid or ''}\n{os.getpid()}\n")
 
     def start(self, timeout: float = 15.0) -> str:
         """Start the server, or attach to the one already serving this data directory."""
@@ -125,7 +146,7 @@ class EmbeddedMongo:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self._wait_until_ready(timeout)
-        self.uri_file.write_text(f"{self.uri}\n{self._process.pid}\n")
+        self._write_uri_file(self._process.pid)
         log.info("embedded SecantusDB at %s (data in %s)", self.uri, self.data_path)
         return self.uri
 
@@ -166,7 +187,12 @@ class EmbeddedMongo:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM lets WiredTiger close cleanly; SIGKILL only if it does not within `timeout`."""
         process, self._process = self._process, None
+        adopted, self._adopted = self._adopted, None
         self._attached = False
+        if adopted is not None:
+            self.uri_file.unlink(missing_ok=True)
+            _terminate(adopted, timeout)
+            return
         if process is None or process.poll() is not None:
             return
         self.uri_file.unlink(missing_ok=True)
@@ -196,3 +222,32 @@ class EmbeddedMongo:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): kill(0) is all we know
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """Stop a server that is not our child: SIGTERM, then SIGKILL after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            log.warning("embedded SecantusDB did not stop in %.0f s; killing it", timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)

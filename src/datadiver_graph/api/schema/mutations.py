@@ -7,10 +7,19 @@ from typing import Annotated
 import strawberry
 
 from datadiver_graph.api.schema.context import Info
+from datadiver_graph.api.schema.errors import forbidden
 from datadiver_graph.api.schema.permissions import ActsForUser, IsUser, OwnsSession
 from datadiver_graph.api.schema.scalars import JSON, as_object
 from datadiver_graph.api.schema.types import Session, User
 from datadiver_graph.domain import sessions, users
+
+
+async def _refuse_deleted(info: Info, user_id: str | None = None) -> None:
+    """A user Clerk deleted writes nothing more, though their last token may still verify;
+    nor does a service write for them. `user_id`: whom the write is for (else the caller)."""
+    target = user_id if user_id is not None else info.context.identity.user_id
+    if target is not None and await users.is_deleted(info.context.store, target):
+        raise forbidden("this user was deleted")
 
 
 @strawberry.type
@@ -26,9 +35,9 @@ class Mutation:
             strawberry.argument(description="Optional client-chosen id; generated when omitted."),
         ] = None,
     ) -> Session:
-        session = await sessions.create(
-            info.context.store, info.context.target_user(user_id), as_object(metadata), session_id
-        )
+        target = info.context.target_user(user_id)
+        await _refuse_deleted(info, target)
+        session = await sessions.create(info.context.store, target, as_object(metadata), session_id)
         return Session.from_record(session)
 
     @strawberry.mutation(
@@ -46,6 +55,7 @@ class Mutation:
         metadata: JSON | None = None,
         active: bool | None = None,
     ) -> Session:
+        await _refuse_deleted(info)
         session = await sessions.update(
             info.context.store, session_id, metadata=as_object(metadata), active=active
         )
@@ -53,10 +63,12 @@ class Mutation:
 
     @strawberry.mutation(permission_classes=[OwnsSession], description="Bump lastActivity.")
     async def touch_session(self, info: Info, session_id: str) -> Session:
+        await _refuse_deleted(info)
         return Session.from_record(await sessions.touch(info.context.store, session_id))
 
     @strawberry.mutation(permission_classes=[OwnsSession], description="Idempotent.")
     async def end_session(self, info: Info, session_id: str) -> Session:
+        await _refuse_deleted(info)
         return Session.from_record(await sessions.end(info.context.store, session_id))
 
     @strawberry.mutation(
@@ -68,6 +80,7 @@ class Mutation:
     ) -> User:
         user_id = info.context.require_signed_in().user_id
         assert user_id is not None  # IsUser guarantees it
+        await _refuse_deleted(info)
         user = await users.update(
             info.context.store, user_id, preferences=as_object(preferences), name=name
         )
