@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import subprocess
 import time
@@ -23,7 +24,10 @@ from pymongo import monitoring
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings, SettingsError, load_settings
 from datadiver_graph.console import tables
+from datadiver_graph.console.operations import OPERATIONS_LOGGER
+from datadiver_graph.dev.keys import mint_dev_token
 from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage.embedded import free_port
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.cli import clean_env, executable
 from tests.graphql_client import gql
@@ -630,21 +634,28 @@ class LogsProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=clean_env(**(env or {})),
-            text=True,
         )
         self.lines: asyncio.Queue[str] = asyncio.Queue()
         self.errors: asyncio.Queue[str] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         assert self.process.stdout is not None and self.process.stderr is not None
-        loop.add_reader(self.process.stdout.fileno(), self._read, self.process.stdout, self.lines)
-        loop.add_reader(self.process.stderr.fileno(), self._read, self.process.stderr, self.errors)
+        self._partial: dict[int, bytes] = {}
+        for stream, queue in (
+            (self.process.stdout, self.lines),
+            (self.process.stderr, self.errors),
+        ):
+            loop.add_reader(stream.fileno(), self._read, stream.fileno(), queue)
 
-    def _read(self, stream: Any, queue: asyncio.Queue[str]) -> None:
-        line = stream.readline()
-        if line:
-            queue.put_nowait(line.rstrip("\n"))
-        else:
-            asyncio.get_running_loop().remove_reader(stream.fileno())
+    def _read(self, fd: int, queue: asyncio.Queue[str]) -> None:
+        # Raw reads: a buffered readline() would keep a second line where no reader sees it.
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            asyncio.get_running_loop().remove_reader(fd)
+            return
+        *lines, rest = (self._partial.get(fd, b"") + chunk).split(b"\n")
+        self._partial[fd] = rest
+        for line in lines:
+            queue.put_nowait(line.decode())
 
     async def stderr_line(self, seconds: float = 15.0) -> str:
         return await asyncio.wait_for(self.errors.get(), seconds)
@@ -657,47 +668,94 @@ class LogsProcess:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 loop.remove_reader(stream.fileno())
+                stream.close()
         self.process.terminate()
         self.process.wait(10)
 
 
+async def next_line(
+    process: LogsProcess, wanted: Callable[[str], bool], seconds: float = 1.0
+) -> str:
+    """The first line `wanted` accepts within `seconds`, skipping the others."""
+    deadline = time.monotonic() + seconds
+    while True:
+        line = await process.line(max(0.0, deadline - time.monotonic()))
+        if wanted(line):
+            return line
+
+
+def json_type(kind: str) -> Callable[[str], bool]:
+    return lambda line: orjson.loads(line)["type"] == kind
+
+
 async def test_logs_streams_a_mutation_within_a_second_with_filters(
-    clerk_settings: Settings, database: db.Database, token_for: Callable[[str], str]
+    clerk_settings: Settings,
+    database: db.Database,
+    token_for: Callable[[str], str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger=OPERATIONS_LOGGER)  # operation lines are made
     async with serve_app(create_app(clerk_settings)) as url:
         everything = LogsProcess(url, "--json")
         mine = LogsProcess(url, "--user", "user_l", "--type", "session.ended")
         plain = LogsProcess(url)
+        failures = LogsProcess(url, "--errors-only", "--json")
+        processes = (everything, mine, plain, failures)
         try:
-            for process in (everything, mine, plain):
+            for process in processes:
                 assert (await process.stderr_line()).startswith("following http://127.0.0.1:")
             async with httpx.AsyncClient(base_url=url) as client:
                 started = time.monotonic()
                 await gql(client, CREATE_SESSION, {"id": "log_other"}, token=token_for("user_m"))
-                line = orjson.loads(await everything.line(1.0))
+                # The change, and the mutation's own log line (the line may come first: it
+                # does not travel through the fan-out).
+                pair = [orjson.loads(await everything.line(1.0)) for _ in range(2)]
                 assert time.monotonic() - started < 1.0
-                assert (line["type"], line["sessionId"], line["userId"]) == (
+                change, operation = sorted(pair, key=lambda line: line["type"] != "session.created")
+                assert (change["type"], change["sessionId"], change["userId"]) == (
                     "session.created",
                     "log_other",
                     "user_m",
                 )
-                text = await plain.line(1.0)
-                assert "session.created" in text and "user=user_m session=log_other v1" in text
-                assert "\x1b[" not in text  # no colour when stdout is not a terminal
+                assert operation["type"] == "operation.mutation"
+                assert (operation["userId"], operation["outcome"], operation["errorCodes"]) == (
+                    "user_m",
+                    "ok",
+                    [],
+                )
+                assert operation["requestId"] == change["requestId"]
+                assert operation["durationMs"] > 0
+                texts = sorted([await plain.line(1.0), await plain.line(1.0)])
+                text = next(line for line in texts if "session.created" in line)
+                assert "user=user_m session=log_other v1" in text
+                assert any(" ok " in line and "operation.mutation" in line for line in texts)
+                assert all("\x1b[" not in line for line in texts)  # no colour: not a terminal
                 await gql(client, CREATE_SESSION, {"id": "log_l"}, token=token_for("user_l"))
                 await gql(client, END_SESSION, {"id": "log_other"}, token=token_for("user_m"))
                 await gql(client, END_SESSION, {"id": "log_l"}, token=token_for("user_l"))
+                failed = await gql(client, END_SESSION, {"id": "nope"}, token=token_for("user_l"))
+                assert failed.codes == ["NOT_FOUND"]
                 shown = await mine.line(1.0)
                 assert "session.ended" in shown and "session=log_l" in shown
-                await asyncio.sleep(0.3)
-                assert mine.lines.empty()
-                assert [orjson.loads(await everything.line(1.0))["type"] for _ in range(3)] == [
-                    "session.created",
-                    "session.ended",
-                    "session.ended",
+                error = orjson.loads(await failures.line(1.0))
+                assert (error["type"], error["outcome"], error["errorCodes"]) == (
+                    "operation.mutation",
+                    "error",
+                    ["NOT_FOUND"],
+                )
+                lines = [orjson.loads(await everything.line(1.0)) for _ in range(7)]
+                changes = [(line["type"], line["sessionId"]) for line in lines if "version" in line]
+                assert changes == [
+                    ("session.created", "log_l"),
+                    ("session.ended", "log_other"),
+                    ("session.ended", "log_l"),
                 ]
+                outcomes = [line["outcome"] for line in lines if "outcome" in line]
+                assert outcomes == ["ok", "ok", "ok", "error"]
+                await asyncio.sleep(0.3)
+                assert mine.lines.empty() and failures.lines.empty()
         finally:
-            for process in (everything, mine, plain):
+            for process in processes:
                 process.stop()
 
 
@@ -720,8 +778,63 @@ async def test_logs_needs_the_console_token_in_production(
             assert (await logs.stderr_line()).startswith("following")
             async with httpx.AsyncClient(base_url=url) as client:
                 await gql(client, CREATE_SESSION, {"id": "prod_s"}, token=token_for("user_p"))
-            change = orjson.loads(await logs.line(1.0))
+            change = orjson.loads(await next_line(logs, json_type("session.created")))
             assert change["sessionId"] == "prod_s"
             assert CONSOLE_TOKEN not in orjson.dumps(change).decode()
         finally:
             logs.stop()
+
+
+def start_serve(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [executable(), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_logs_reconnects_by_itself_when_the_service_restarts(
+    mongo_uri: str, db_name: str, database: db.Database, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = clean_env(
+        MONGODB_URI=mongo_uri,
+        MONGODB_DB=db_name,
+        DATA_DIR=str(tmp_path / "data"),
+        DATADIVER_ENV="development",
+        LOG_LEVEL="WARNING",
+    )
+
+    async def serve() -> subprocess.Popen[bytes]:
+        server = start_serve(port, env)
+        async with httpx.AsyncClient() as client:
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{url}/readyz")).status_code == 200:
+                        return server
+                await asyncio.sleep(0.1)
+        server.kill()
+        raise AssertionError("serve did not become ready")
+
+    server = await serve()
+    logs = LogsProcess(url, "--json", "--type", "session.")
+    try:
+        assert (await logs.stderr_line()).startswith("following")
+        server.kill()  # a crash: no goodbye to the stream
+        server.wait(10)
+        assert (await logs.stderr_line()).startswith("connection lost")
+        server = await serve()
+        while not (line := await logs.stderr_line()).startswith("reconnected to"):
+            assert line.startswith("connection lost"), line
+        token = mint_dev_token(Settings(DATA_DIR=str(tmp_path / "data")), "user_r")
+        async with httpx.AsyncClient(base_url=url) as client:
+            created = await gql(client, CREATE_SESSION, {"id": "after_restart"}, token=token)
+            assert created.errors == []
+        change = orjson.loads(await logs.line(1.0))
+        assert (change["type"], change["sessionId"]) == ("session.created", "after_restart")
+    finally:
+        logs.stop()
+        server.terminate()
+        server.wait(20)

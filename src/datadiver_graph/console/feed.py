@@ -16,8 +16,9 @@ from typing import Any
 
 import orjson
 
+from datadiver_graph.console import operations
 from datadiver_graph.domain.events import ADMIN_CHANNEL, Event
-from datadiver_graph.fanout import RESYNC, EventHub, SlowConsumer
+from datadiver_graph.fanout import RESYNC, EventHub, SlowConsumer, Subscription
 
 # A comment line this often keeps proxies from closing an idle stream, and lets the server
 # notice a watcher that went away.
@@ -31,12 +32,23 @@ MAX_FILTER = 128
 class Filter:
     user: str | None = None
     type: str | None = None  # a full type ("session.ended") or a prefix ending in "." ("session.")
+    operations: bool = False  # this process's operation lines too (`operations.py`)
+    errors_only: bool = False  # only operations that failed
 
     @classmethod
-    def of(cls, user: str | None, type_: str | None) -> Filter:
-        return cls(_clean(user), _clean(type_))
+    def of(
+        cls,
+        user: str | None,
+        type_: str | None,
+        operations: str | None = None,
+        errors_only: str | None = None,
+    ) -> Filter:
+        errors = errors_only in ("1", "true")
+        return cls(_clean(user), _clean(type_), operations in ("1", "true") or errors, errors)
 
     def matches(self, summary: dict[str, Any]) -> bool:
+        if self.errors_only and summary.get("outcome") != "error":
+            return False
         if self.user is not None and summary.get("userId") != self.user:
             return False
         if self.type is not None:
@@ -56,24 +68,38 @@ def sse(event: str, data: object) -> bytes:
 
 
 async def stream(hub: EventHub, where: Filter) -> AsyncIterator[bytes]:
-    """The SSE body: `retry`, a `ready` event once subscribed, then each matching change."""
+    """The SSE body: `retry`, a `ready` event once subscribed, then each matching change
+    (`change`) and, when asked for, each operation line of this process (`operation`)."""
+    watchers = operations.tap().watchers
     async with hub.subscribe(ADMIN_CHANNEL) as subscription:
-        yield f"retry: {RETRY_MS}\n\n".encode()
-        yield sse("ready", {"user": where.user, "type": where.type})
-        while True:
-            try:
-                async with asyncio.timeout(KEEPALIVE_S):
-                    item = await subscription.next()
-            except TimeoutError:
-                yield b": keepalive\n\n"
-                continue
-            except SlowConsumer:
-                # Fell behind: end the stream; EventSource (and `logs`) reconnect.
-                yield sse("lagging", {})
-                return
-            if item is RESYNC:
-                yield sse("resync", {})
-                continue
-            assert isinstance(item, Event)
-            if item.record is not None and where.matches(item.record):
-                yield sse("change", item.record)
+        if where.operations:
+            watchers.add(subscription)
+        try:
+            async for chunk in _events(subscription, where):
+                yield chunk
+        finally:
+            watchers.discard(subscription)
+
+
+async def _events(subscription: Subscription, where: Filter) -> AsyncIterator[bytes]:
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    ready = {"user": where.user, "type": where.type, "operations": where.operations}
+    yield sse("ready", ready)
+    while True:
+        try:
+            async with asyncio.timeout(KEEPALIVE_S):
+                item = await subscription.next()
+        except TimeoutError:
+            yield b": keepalive\n\n"
+            continue
+        except SlowConsumer:
+            # Fell behind: end the stream; EventSource (and `logs`) reconnect.
+            yield sse("lagging", {})
+            return
+        if item is RESYNC:
+            yield sse("resync", {})
+            continue
+        assert isinstance(item, Event)
+        if item.record is not None and where.matches(item.record):
+            kind = "operation" if item.kind.startswith("operation.") else "change"
+            yield sse(kind, item.record)

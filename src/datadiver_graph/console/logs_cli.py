@@ -6,8 +6,10 @@ database or fan-out settings, only the service's URL and, outside development on
 CONSOLE_TOKEN (read from the environment or `.env`, sent as a bearer token, never printed).
 It reconnects by itself when the service restarts. Filters run on the server.
 
-Each line: time, type, user, ids, version, source, process and request id; colour on a
-terminal, plain text otherwise, or `--json`: one JSON object per line, as the server sent it.
+Each change: time, type, user, ids, version, source, process and request id. Each operation
+of the process serving the stream (queries, mutations, subscriptions ending): name, user,
+duration, outcome and error codes, request id. Colour on a terminal, plain text otherwise,
+or `--json`: one JSON object per line, as the server sent it.
 """
 
 from __future__ import annotations
@@ -50,16 +52,37 @@ def add_logs_parser(sub: Any) -> None:
     logs.add_argument(
         "--type", metavar="TYPE", help="only this type (session.ended) or prefix (session.)"
     )
+    logs.add_argument(
+        "--errors-only", action="store_true", help="only operations that failed (no changes)"
+    )
     logs.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-def format_change(change: dict[str, Any], colour: bool) -> str:
-    stamp = change.get("time")
-    when = (
-        datetime.fromtimestamp(stamp / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
-        if isinstance(stamp, int)
-        else "?"
+def _when(stamp: object) -> str:
+    if not isinstance(stamp, int):
+        return "?"
+    return datetime.fromtimestamp(stamp / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def format_operation(line: dict[str, Any], colour: bool) -> str:
+    """`time operation.query Name user=... 3.2ms ok|error CODES req=...`"""
+    failed = line.get("outcome") == "error"
+    outcome = " ".join([str(line.get("outcome")), *map(str, line.get("errorCodes") or [])])
+    who = line.get("userId") or ("service" if line.get("service") else "-")
+    middle = f"{line.get('operation') or '(anonymous)'} user={who} {line.get('durationMs')}ms"
+    tail = f"{line.get('process')} req={line.get('requestId') or '-'}"
+    kind = str(line.get("type", "operation"))
+    if not colour:
+        return f"{_when(line.get('time'))} {kind:<18} {middle} {outcome} {tail}"
+    hue = "\x1b[31m" if failed else "\x1b[32m"
+    return (
+        f"{_DIM}{_when(line.get('time'))}{_RESET} {kind:<18} {middle} "
+        f"{hue}{outcome}{_RESET} {_DIM}{tail}{_RESET}"
     )
+
+
+def format_change(change: dict[str, Any], colour: bool) -> str:
+    when = _when(change.get("time"))
     kind = str(change.get("type", "?"))
     fields = [f"user={change.get('userId') or '-'}"]
     for key, label in (("sessionId", "session"), ("paymentId", "payment")):
@@ -110,6 +133,7 @@ async def follow(
     *,
     user: str | None,
     type_: str | None,
+    errors_only: bool = False,
     as_json: bool,
     out: TextIO,
     err: TextIO,
@@ -118,6 +142,9 @@ async def follow(
     """Print each change until interrupted, reconnecting after a lost connection."""
     url = base_url.rstrip("/") + STREAM_PATH
     params = {key: value for key, value in (("user", user), ("type", type_)) if value}
+    params["operations"] = "1"
+    if errors_only:
+        params["errors"] = "1"
     headers = {"authorization": f"Bearer {token}"} if token else {}
     timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive every 15 s
     delay = RECONNECT_MIN_S
@@ -131,10 +158,12 @@ async def follow(
                         word = "reconnected to" if connected_once else "following"
                         print(f"{word} {base_url}", file=err, flush=True)
                         connected_once = True
-                    elif event == "change":
-                        change = orjson.loads(data)
-                        line = data if as_json else format_change(change, colour)
-                        print(line, file=out, flush=True)
+                    elif event in ("change", "operation"):
+                        shown = data
+                        if not as_json:
+                            show = format_change if event == "change" else format_operation
+                            shown = show(orjson.loads(data), colour)
+                        print(shown, file=out, flush=True)
                     elif event == "resync":
                         print("(the fan-out link was down: changes may be missing)", file=err)
             except Refused:
@@ -155,6 +184,7 @@ async def run_logs(args: argparse.Namespace, settings: Settings) -> None:
             token,
             user=args.user,
             type_=args.type,
+            errors_only=args.errors_only,
             as_json=args.json,
             out=sys.stdout,
             err=sys.stderr,

@@ -189,13 +189,20 @@ async def end_session(request: Request) -> Response:
     )
 
 
+def _filter(request: Request) -> feed.Filter:
+    query = request.query_params
+    return feed.Filter.of(
+        query.get("user"), query.get("type"), query.get("operations"), query.get("errors")
+    )
+
+
 async def events_page(request: Request) -> Response:
-    where = feed.Filter.of(request.query_params.get("user"), request.query_params.get("type"))
+    where = _filter(request)
     return _render(request, "events.html", {"where": where})
 
 
 async def events_stream(request: Request) -> Response:
-    where = feed.Filter.of(request.query_params.get("user"), request.query_params.get("type"))
+    where = _filter(request)
     return StreamingResponse(
         feed.stream(_store(request).events, where),
         media_type="text/event-stream",
