@@ -20,6 +20,8 @@ import orjson
 import pytest
 from pydantic import SecretStr
 from pymongo import monitoring
+from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from datadiver_graph.app import create_app
 from datadiver_graph.config import Settings, SettingsError, load_settings
@@ -33,6 +35,7 @@ from tests.cli import clean_env, executable
 from tests.graphql_client import gql
 from tests.redis_server import RedisServer
 from tests.servers import serve_app
+from tests.test_observability_serve import serving
 from tests.webhook_support import sign, user_event
 
 CONSOLE_TOKEN = "console-token-0123456789abcdef"
@@ -838,3 +841,24 @@ async def test_logs_reconnects_by_itself_when_the_service_restarts(
         logs.stop()
         server.terminate()
         server.wait(20)
+
+
+def test_health_shows_all_workers_and_this_workers_share(
+    mongo_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    """`serve --workers 2`: one WebSocket open on one worker; every health panel counts it
+    in the total, and each worker's own share tells which worker holds it."""
+    env = clean_env(MONGODB_URI=mongo_uri, MONGODB_DB=db_name, DATA_DIR=str(tmp_path / "data"))
+    with serving(env, tmp_path, "--workers", "2") as (_, url, _log):
+        ws_url = url.replace("http", "ws") + "/graphql"
+        with ws_connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]):
+            shares: set[str] = set()
+            for _ in range(60):  # a new connection each time: either worker may answer
+                panel = httpx.get(f"{url}/console/health", timeout=10).text
+                found = re.search(r'id="ws-connections">(\d+)</p><small>this worker (\d)', panel)
+                assert found is not None, panel
+                assert found.group(1) == "1"
+                shares.add(found.group(2))
+                if shares == {"0", "1"}:
+                    break
+            assert shares == {"0", "1"}

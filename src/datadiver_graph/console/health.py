@@ -1,8 +1,9 @@
 """The health panel, read from the service's own metrics: exactly what `GET /metrics` reports.
 
 It refreshes the health gauges and fan-out counters the way a scrape does, then parses the
-same exposition text (all workers' values in multi-process mode). Rates are the change
-between two panel refreshes of this process.
+same exposition text (all workers' values in multi-process mode, and then this worker's
+own from its registry, as each worker writes it). Rates are the change between two panel
+refreshes of this process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datadiver_graph.domain.store import Store
@@ -34,6 +36,9 @@ class Health:
     fanout: dict[str, int]
     webhooks: dict[str, int] = field(default_factory=dict)
     multiprocess: bool = False
+    # This worker's own share (its registry), when several workers sum into the totals.
+    process_connections: int | None = None
+    process_subscriptions: int | None = None
 
 
 def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -64,6 +69,8 @@ class HealthPanel:
         metrics.record_health(database=database_ok, fanout=fanout_ok)
         metrics.sync_hub(store.events)
         samples = _samples(metrics.exposition().decode())
+        multiprocess = service_metrics.multiprocess_mode()
+        own = _samples(generate_latest(metrics.registry).decode()) if multiprocess else None
         requests = _total(samples, "datadiver_http_requests_total")
         errors = _total(samples, "datadiver_http_requests_total", status=_server_error)
         operations = _total(samples, "datadiver_graphql_operations_total")
@@ -100,7 +107,13 @@ class HealthPanel:
                 "dropped (slow)": _total(samples, "datadiver_fanout_dropped_slow_total"),
             },
             webhooks=dict(sorted(webhooks.items())),
-            multiprocess=service_metrics.multiprocess_mode(),
+            multiprocess=multiprocess,
+            process_connections=(
+                _total(own, "datadiver_websocket_connections") if own is not None else None
+            ),
+            process_subscriptions=(
+                _total(own, "datadiver_graphql_subscriptions_active") if own is not None else None
+            ),
         )
 
 
