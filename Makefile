@@ -46,7 +46,8 @@ test: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
 STOCK_TESTS := tests/test_graphql_api.py tests/test_subscriptions.py tests/test_clients_node.py \
 	tests/test_clients_gql.py tests/test_persisted_documents.py tests/test_limits.py \
 	tests/test_ws_text_frames.py tests/test_request_errors.py tests/test_billing_api.py \
-	tests/test_graphiql.py tests/test_fastpaths_switch.py
+	tests/test_graphiql.py tests/test_fastpaths_switch.py tests/test_hardening2.py \
+	tests/test_clients_gql_context.py tests/test_billing_features.py
 test-stock: $(STAMP) $(CLIENTS)/node_modules/.package-lock.json
 	FAST_PATHS=false $(BIN)/python -m pytest $(STOCK_TESTS) $(PYTEST_ARGS)
 

@@ -27,6 +27,7 @@ async def serve_app(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]
         log_level="warning",
         lifespan="on",
         ws_per_message_deflate=False,
+        ws_max_size=settings.max_body_bytes,  # as `serve` sets it
         **fastpaths.uvicorn_protocols(settings),  # what `serve` runs
     )
     server = uvicorn.Server(config)

@@ -136,3 +136,21 @@ def test_every_package_tests_and_bench_import_is_declared() -> None:
         if name not in declared_names("dev", "bench")
     }
     assert not undeclared, f"imported but not in the dev or bench extra: {undeclared}"
+
+
+def test_fast_path_libraries_are_bounded_to_their_tested_ranges() -> None:
+    """pyproject.toml's range for each privately coupled library is the one the fast paths
+    were tested on, so a fresh install never lands outside it (fastpaths/versions.py)."""
+    from datadiver_graph.fastpaths.versions import TESTED
+
+    ranges = {canonicalize_name(r.name): r.specifier for r in declared()}
+    for tested in TESTED:
+        declared_range = ranges.get(canonicalize_name(tested.library))
+        assert declared_range is not None, f"{tested.library} is not a declared dependency"
+        assert {str(spec) for spec in declared_range} == {
+            f">={tested.at_least}",
+            f"<{tested.below}",
+        }, (
+            f"pyproject.toml bounds {tested.library} {declared_range}; the fast paths were "
+            f"tested on {tested.range} (fastpaths/versions.py): keep the two equal"
+        )

@@ -32,6 +32,7 @@ from datadiver_graph.observability import metrics
 from datadiver_graph.observability.access_log import AccessLogMiddleware
 from datadiver_graph.observability.logs import configure_logging
 from datadiver_graph.storage import mongo as db
+from datadiver_graph.storage import swap
 from datadiver_graph.storage.embedded import EmbeddedMongo
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,8 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Starlette:
         hub_sync: asyncio.Task[None] | None = None
         try:
             await db.ensure_indexes(database)
+            # An import that crashed past its commit point is rolled forward before serving.
+            await swap.recover(database)
             await bus.connect()
             app.state.store = Store(db=database, events=bus)
             if metrics.multiprocess_mode():

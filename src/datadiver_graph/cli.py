@@ -139,6 +139,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             "port": args.port,
             "log_level": settings.log_level.lower(),
             "ws_per_message_deflate": False,
+            # uvicorn drops a larger WebSocket message before the app reads it (1009).
+            "ws_max_size": settings.max_body_bytes,
             # uvicorn's own protocols, or the fast paths' leaner subclasses of them
             # (fastpaths/http_transport.py, fastpaths/ws_transport.py).
             **fastpaths.uvicorn_protocols(settings),

@@ -36,10 +36,6 @@ from datadiver_graph.domain.errors import InvalidInput
 from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.tables import TABLES, get_table
 
-CLERK_SECRET_KEY = "CLERK_SECRET_KEY"
-# Where the Clerk Backend API is; tests point it at a local server.
-CLERK_API_URL = "CLERK_API_URL"
-
 
 def add_bulk_parsers(sub: Any) -> None:
     imp = sub.add_parser(
@@ -313,10 +309,11 @@ async def cmd_sync_clerk(args: argparse.Namespace, settings: Settings) -> None:
 
     from datadiver_graph.domain import clerk_sync
 
-    secret = os.environ.get(CLERK_SECRET_KEY, "").strip()
+    key = settings.clerk_secret_key
+    secret = key.get_secret_value().strip() if key is not None else ""
     if not secret:
-        raise InvalidInput(f"{CLERK_SECRET_KEY} is not set (Clerk dashboard > API keys)")
-    base_url = os.environ.get(CLERK_API_URL, clerk_sync.CLERK_API_URL)
+        raise InvalidInput("CLERK_SECRET_KEY is not set (Clerk dashboard > API keys)")
+    base_url = settings.clerk_api_url
     console = Console(stderr=True)
     status = console.status("reading Clerk's users") if sys.stderr.isatty() else nullcontext()
     async with _store(settings) as store, httpx.AsyncClient(timeout=30) as client:

@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     clerk_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("CLERK_WEBHOOK_SECRET")
     )
+    # Clerk's Backend API, for `sync-clerk` only (the server never calls it).
+    clerk_secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CLERK_SECRET_KEY")
+    )
+    clerk_api_url: str = Field(
+        default="https://api.clerk.com/v1", validation_alias=AliasChoices("CLERK_API_URL")
+    )
     broadcast_url: str = Field(default="memory://", validation_alias=AliasChoices("BROADCAST_URL"))
     service_api_keys: CsvList = Field(
         default_factory=list, validation_alias=AliasChoices("SERVICE_API_KEYS")
