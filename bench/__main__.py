@@ -1,10 +1,12 @@
-"""python -m bench [--quick] [--only floors,http,subs,webhooks,soak] [--profile] [--soak-seconds S]
+"""python -m bench [--quick] [--only floors,http,subs,webhooks,modes,gains,soak] [--profile]
 
 Runs the selected benchmarks one after another (each starts and stops its own servers),
 prints the figures, and appends a dated section to bench/RESULTS.md.
 
-Full mode runs http, subs and webhooks (about 3-4 minutes on 2 cores); the 30-minute soak
-runs only when named (`--only soak`). `--quick` runs all four, each in under a minute.
+Full mode runs floors, http, subs, webhooks, then modes (the targets with the fast paths
+on and with FAST_PATHS=false, side by side) and gains (what each fast path buys on its own
+target): about 15 minutes on 2 cores. The 30-minute soak runs only when named
+(`--only soak`). `--quick` runs them all, soak included, each in a minute or two.
 `--profile` adds a py-spy recording of the server under the same load to each benchmark
 (bench/profiles/*.txt); the figures are measured without the profiler attached.
 """
@@ -19,10 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import harness
+from bench.ab import load_average
 from bench.harness import Result, say
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-ALL = ("floors", "http", "subs", "webhooks", "soak")
+ALL = ("floors", "http", "subs", "webhooks", "modes", "gains", "soak")
+FULL = ("floors", "http", "subs", "webhooks", "modes", "gains")
 
 
 def _runner(name: str):  # type: ignore[no-untyped-def]
@@ -42,6 +46,14 @@ def _runner(name: str):  # type: ignore[no-untyped-def]
         from bench import webhook_bench
 
         return webhook_bench.run
+    if name == "modes":
+        from bench import modes
+
+        return modes.run
+    if name == "gains":
+        from bench import gains
+
+        return gains.run
     from bench import soak
 
     return soak.run
@@ -62,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args(argv)
     if args.only is None:
-        args.selected = list(ALL) if args.quick else ["floors", "http", "subs", "webhooks"]
+        args.selected = list(ALL) if args.quick else list(FULL)
     else:
         args.selected = [part.strip() for part in args.only.split(",") if part.strip()]
         unknown = sorted(set(args.selected) - set(ALL))
@@ -79,6 +91,7 @@ def report(args: argparse.Namespace, results: list[Result], failures: list[str])
     lines = [
         f"## {stamp} ({mode}: {', '.join(args.selected)}; {total:.0f} s)",
         "",
+        f"- Load average (1/5/15 min) at the end: {load_average()}",
         f"- Machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, {info['os']}",
         f"- Python: {info['python']}",
         f"- Packages: {info['packages']}",

@@ -32,6 +32,8 @@ from datadiver_graph.storage.embedded import EmbeddedMongo, free_port
 SERVICE_KEY = "bench-service-key-0123456789abcdef"
 DB_NAME = "bench"
 READY_WITHIN = 60.0
+REPO = Path(__file__).resolve().parent.parent
+FAST_PATHS_OFF = "fast paths off"  # the server's one warning when it runs stock regardless
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PACKAGES = (
     "strawberry-graphql",
@@ -255,7 +257,7 @@ class Stack:
 
 
 def _start_server(
-    workdir: Path, data_dir: Path, mongo_uri: str, extra_env: dict[str, str]
+    workdir: Path, data_dir: Path, mongo_uri: str, extra_env: dict[str, str], variant: str | None
 ) -> tuple[subprocess.Popen[bytes], int, dict[str, str]]:
     port = free_port()
     env = {
@@ -274,11 +276,15 @@ def _start_server(
             "LOG_LEVEL": "WARNING",
             "DATADIVER_BENCH_ROUTES": "1",
             "PYTHONUNBUFFERED": "1",
+            "FAST_PATHS": "true",  # as `serve` runs by default, whatever the caller's shell says
         }
     )
     env.update(extra_env)
     exe = Path(sys.executable).with_name("datadiver-graph")
     command = [str(exe)] if exe.exists() else [sys.executable, "-m", "datadiver_graph.cli"]
+    if variant is not None:  # fast paths taken out one by one (bench/variant_server.py)
+        command = [sys.executable, "-m", "bench.variant_server", variant]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)
 
     def lift_limit() -> None:  # the server holds one descriptor per WebSocket
@@ -303,9 +309,17 @@ def _wait_ready(stack: Stack) -> None:
         stack.check_alive()
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{stack.url}/readyz", timeout=2).status_code == 200:
+                _check_mode(stack)
                 return
         time.sleep(0.1)
     raise RuntimeError(f"server not ready within {READY_WITHIN:.0f} s: {stack.log_tail()}")
+
+
+def _check_mode(stack: Stack) -> None:
+    """A run meant for the fast paths must not measure stock because a version moved."""
+    wanted = stack.env.get("FAST_PATHS", "true").lower() not in ("0", "false", "no", "off")
+    if wanted and FAST_PATHS_OFF in (stack.workdir / "server.log").read_text(errors="replace"):
+        raise RuntimeError(f"the server runs without its fast paths: {stack.log_tail(3)}")
 
 
 def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -321,9 +335,14 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    name: str, *, redis: bool = False, extra_env: dict[str, str] | None = None
+    name: str,
+    *,
+    redis: bool = False,
+    extra_env: dict[str, str] | None = None,
+    variant: str | None = None,
 ) -> Iterator[Stack]:
-    """Database (+ Redis) + app server in a fresh temporary directory, torn down on exit."""
+    """Database (+ Redis) + app server in a fresh temporary directory, torn down on exit.
+    `variant`: fast paths to take out (bench/variant_server.py); FAST_PATHS in extra_env."""
     workdir = Path(tempfile.mkdtemp(prefix=f"datadiver-bench-{name}-"))
     data_dir = workdir / "data"
     db = EmbeddedMongo(data_dir / "mongo")
@@ -335,7 +354,7 @@ def running_stack(
         if redis:
             redis_process = RedisProcess(workdir / "redis")
             env["BROADCAST_URL"] = redis_process.url
-        server, port, full_env = _start_server(workdir, data_dir, mongo_uri, env)
+        server, port, full_env = _start_server(workdir, data_dir, mongo_uri, env, variant)
         stack = Stack(workdir, data_dir, db, server, port, redis_process, full_env)
         _wait_ready(stack)
         yield stack
