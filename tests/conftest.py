@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from graphql import get_operation_ast, parse
+from pymongo import MongoClient
+from pymongo.database import Database as SyncDatabase
 
 from datadiver_graph.api.schema.schema import Schema
 from datadiver_graph.app import create_app
@@ -133,3 +135,12 @@ def direct_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(view, "execute_prepared", counting)
     return ran
+
+
+@pytest.fixture
+def mongo(mongo_uri: str, db_name: str) -> Iterator[SyncDatabase[dict[str, Any]]]:
+    """The per-test database through a synchronous client (for tests of CLI processes)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    yield client[db_name]
+    client.drop_database(db_name)
+    client.close()

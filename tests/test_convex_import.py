@@ -15,14 +15,12 @@ import signal
 import subprocess
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from datadiver_graph.config import Settings
@@ -41,14 +39,6 @@ from tests.graphql_client import gql
 TABLES = ("users", "sessions", "paymentAttempts")
 ADA_ID = "jd7f3k2m9x1q8w4e5r6t7y8u9i0o1p2a"  # Convex ids: base32-ish strings
 BOB_ID = "jd7bobbobbobbobbobbobbobbobbob12"
-
-
-@pytest.fixture
-def mongo(mongo_uri: str, db_name: str) -> Iterator[Database[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
-    yield client[db_name]
-    client.drop_database(db_name)
-    client.close()
 
 
 @pytest.fixture

@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from datadiver_graph.domain import payments, sessions, users
 from tests.cli import assert_one_line_error, clean_env, run
 
 TABLES = ("users", "sessions", "paymentAttempts")
-
-
-@pytest.fixture
-def mongo(mongo_uri: str, db_name: str) -> Iterator[Database[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
-    yield client[db_name]
-    client.drop_database(db_name)
-    client.close()
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 from pymongo.database import Database
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -69,14 +68,6 @@ class FakeClerk:
             self.retried_at = self.retried_at or time.monotonic()
         ordered = sorted(self.users, key=lambda u: u["created_at"])
         return JSONResponse(ordered[offset : offset + min(limit, 500)])
-
-
-@pytest.fixture
-def mongo(mongo_uri: str, db_name: str) -> Iterator[Database[dict[str, Any]]]:
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
-    yield client[db_name]
-    client.drop_database(db_name)
-    client.close()
 
 
 @pytest.fixture
