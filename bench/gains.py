@@ -70,8 +70,9 @@ def _rates(series: dict[str, ab.Series], rate: float) -> str:
     return f"paced to {rate:.0f}/s; top rates at fixed concurrency: {tops}"
 
 
-def _http(quick: bool) -> tuple[list[Gain], str]:
-    rounds, seconds, warmup = (1, 4.0, 2.0) if quick else (3, 6.0, 3.0)
+def _http(quick: bool, rounds: int | None = None) -> tuple[list[Gain], str]:
+    default_rounds, seconds, warmup = (1, 4.0, 2.0) if quick else (3, 6.0, 3.0)
+    rounds = rounds or default_rounds
     with ab.stacks("gains-http", HTTP_VARIANTS) as running:
         series = {label: ab.graphql_series(label, stack) for label, stack in running.items()}
         series["bare"] = ab.graphql_series("bare route", running["all"], "/_bench/current-user")
@@ -92,8 +93,9 @@ def _http(quick: bool) -> tuple[list[Gain], str]:
     return gains, f"getCurrentUser: {_rates(series, rate)}."
 
 
-def _webhooks(quick: bool) -> tuple[list[Gain], str]:
-    rounds, seconds, warmup = (1, 5.0, 2.0) if quick else (3, 8.0, 3.0)
+def _webhooks(quick: bool, rounds: int | None = None) -> tuple[list[Gain], str]:
+    default_rounds, seconds, warmup = (1, 5.0, 2.0) if quick else (3, 8.0, 3.0)
+    rounds = rounds or default_rounds
     variants: dict[str, tuple[dict[str, str], str | None]] = {
         "all": ({}, "none"),
         "no http_transport": ({}, "http_transport"),
@@ -213,3 +215,32 @@ def run(quick: bool, profile: bool) -> Result:
     result.markdown.append(f"{http_note} {webhook_note}")
     result.markdown.append("")
     return result
+
+
+def main() -> None:
+    """A longer look at the CPU close calls: `python -m bench.gains http,webhooks --rounds 5`
+    (prints the table; nothing is appended to RESULTS.md)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.gains")
+    parser.add_argument("parts", help="comma-separated: http, webhooks")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    result = Result("What each fast path buys: CPU close calls, longer")
+    gains: list[Gain] = []
+    notes = []
+    load_before = ab.load_average()
+    for part in args.parts.split(","):
+        found, note = (_http if part == "http" else _webhooks)(False, args.rounds)
+        gains += found
+        notes.append(note)
+    say(f"load average {load_before} before, {ab.load_average()} after; {args.rounds} rounds")
+    result.table(
+        ["fast path", "target", "with", "without", "gain", "recommendation"],
+        [gain.row() for gain in gains],
+    )
+    say("\n".join([*result.markdown, *notes]))
+
+
+if __name__ == "__main__":
+    main()
