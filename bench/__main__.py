@@ -5,7 +5,7 @@ prints the figures, and appends a dated section to bench/RESULTS.md.
 
 Full mode runs floors, http, subs, webhooks, then modes (the targets with the fast paths
 on and with FAST_PATHS=false, side by side) and gains (what each fast path buys on its own
-target): about 15 minutes on 2 cores. The 30-minute soak runs only when named
+target): 15-20 minutes on 2 cores. The 30-minute soak runs only when named
 (`--only soak`). `--quick` runs them all, soak included, each in a minute or two.
 `--profile` adds a py-spy recording of the server under the same load to each benchmark
 (bench/profiles/*.txt); the figures are measured without the profiler attached.
