@@ -10,7 +10,6 @@ with) / without: the share of the target's cost (or memory) the fast path saves.
 | direct.py + view.py | server CPU per getCurrentUser, and the GraphQL layer over the bare route |
 | query_plans.py | the same |
 | execution.py | the same, for a document no plan answers (plans taken out on both sides) |
-| http_transport.py | webhook server CPU per event |
 | ws_transport.py, ws_shortcut.py, ws_handler.py + live_operation.py | RSS per idle subscription |
 | executor.py | RSS growth per event delivered to long-lived subscriptions |
 
@@ -93,27 +92,6 @@ def _http(quick: bool, rounds: int | None = None) -> tuple[list[Gain], str]:
     return gains, f"getCurrentUser: {_rates(series, rate)}."
 
 
-def _webhooks(quick: bool, rounds: int | None = None) -> tuple[list[Gain], str]:
-    default_rounds, seconds, warmup = (1, 5.0, 2.0) if quick else (3, 8.0, 3.0)
-    rounds = rounds or default_rounds
-    variants: dict[str, tuple[dict[str, str], str | None]] = {
-        "all": ({}, "none"),
-        "no http_transport": ({}, "http_transport"),
-    }
-    with ab.stacks("gains-webhooks", variants) as running:
-        series = {label: ab.webhook_series(label, stack) for label, stack in running.items()}
-        rate = ab.interleave(list(series.values()), rounds, seconds, warmup)
-    return [
-        Gain(
-            "http_transport.py",
-            "webhook server CPU per event",
-            series["all"].cpu_us,
-            series["no http_transport"].cpu_us,
-            "us",
-        )
-    ], f"Webhooks: {_rates(series, rate)}."
-
-
 def _subscriptions(quick: bool) -> tuple[list[Gain], dict[str, float]]:
     level = 1000 if quick else 5000
     variants = {
@@ -187,9 +165,6 @@ def run(quick: bool, profile: bool) -> Result:
     load_before = ab.load_average()
     say("  HTTP: direct, query plans, execution")
     gains, http_note = _http(quick)
-    say("  webhooks: http_transport")
-    webhook_gains, webhook_note = _webhooks(quick)
-    gains += webhook_gains
     sub_gains, p99 = _subscriptions(quick)
     gains += sub_gains
     executor_gains, executor_note = _executor(quick)
@@ -212,18 +187,18 @@ def run(quick: bool, profile: bool) -> Result:
         + f". {executor_note}"
     )
     result.markdown.append("")
-    result.markdown.append(f"{http_note} {webhook_note}")
+    result.markdown.append(http_note)
     result.markdown.append("")
     return result
 
 
 def main() -> None:
-    """A longer look at the CPU close calls: `python -m bench.gains http,webhooks --rounds 5`
+    """A longer look at the CPU close calls: `python -m bench.gains http --rounds 5`
     (prints the table; nothing is appended to RESULTS.md)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.gains")
-    parser.add_argument("parts", help="comma-separated: http, webhooks")
+    parser.add_argument("parts", help="comma-separated: http")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     result = Result("What each fast path buys: CPU close calls, longer")
@@ -231,7 +206,9 @@ def main() -> None:
     notes = []
     load_before = ab.load_average()
     for part in args.parts.split(","):
-        found, note = (_http if part == "http" else _webhooks)(False, args.rounds)
+        if part != "http":
+            parser.error(f"unknown part {part!r}")
+        found, note = _http(False, args.rounds)
         gains += found
         notes.append(note)
     say(f"load average {load_before} before, {ab.load_average()} after; {args.rounds} rounds")

@@ -14,7 +14,7 @@ only, by patching in this process before the app is built (bench only; src/ is u
 - `execution`: execution.py's executor subclass is replaced by executor.py's (its parent),
   so graphql-core's own field collection and execution run.
 - `executor`: executor.py's per-event memo reset is removed (graphql-core's own copies).
-- `http_transport` / `ws_transport`: uvicorn's own httptools / websockets protocol.
+- `ws_transport`: uvicorn's own websockets protocol.
 - `ws_shortcut`: /graphql WebSockets go through Starlette's router again.
 - `ws_handler`: strawberry's graphql-transport-ws handler (its tasks per subscription)
   instead of ws_handler.py and live_operation.py.
@@ -33,7 +33,6 @@ PIECES = (
     "query_plans",
     "execution",
     "executor",
-    "http_transport",
     "ws_transport",
     "ws_shortcut",
     "ws_handler",
@@ -110,7 +109,6 @@ PATCHES: dict[str, Callable[[], None]] = {
     "query_plans": _without_query_plans,
     "execution": _without_execution,
     "executor": _without_executor,
-    "http_transport": lambda: _without_protocol("http"),
     "ws_transport": lambda: _without_protocol("ws"),
     "ws_shortcut": _without_ws_shortcut,
     "ws_handler": _without_ws_handler,

@@ -99,7 +99,7 @@ def test_in_range_libraries_run_the_fast_paths(
 
     fast = settings.model_copy(update={"fast_paths": True})
     assert type(graphql_endpoint(create_app(fast))) is FastGraphQLView
-    assert set(fastpaths.uvicorn_protocols(fast)) == {"http", "ws"}
+    assert set(fastpaths.uvicorn_protocols(fast)) == {"ws"}
     assert fast_path_warnings(caplog) == []
 
 

@@ -24,7 +24,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import Protocol
 
-from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL, JoiningTransport
 from datadiver_graph.fastpaths.ws_transport import (
     WS_PROTOCOL,
     LeanEvent,
@@ -211,7 +210,6 @@ async def served(**options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
         port=port,
         log_level="warning",
         ws=WS_PROTOCOL,
-        http=HTTP_PROTOCOL,  # as `serve` runs: the upgrade hands over the plain transport
         ws_per_message_deflate=False,
         **options,
     )
@@ -248,7 +246,6 @@ async def test_messages_echo_and_the_handshake_is_not_kept() -> None:
         assert protocol.conn.parser.gi_frame.f_locals.get("frame") is None
         assert isinstance(protocol.queue, LeanQueue) and isinstance(protocol.writable, LeanEvent)
         assert not hasattr(protocol, "__dict__") or not vars(protocol)  # all in slots
-        assert not isinstance(protocol.transport, JoiningTransport)
 
 
 def _frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:

@@ -142,7 +142,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
             # uvicorn drops a larger WebSocket message before the app reads it (1009).
             "ws_max_size": settings.max_body_bytes,
             # uvicorn's own protocols, or the fast paths' leaner subclasses of them
-            # (fastpaths/http_transport.py, fastpaths/ws_transport.py).
+            # (fastpaths/ws_transport.py).
             **fastpaths.uvicorn_protocols(settings),
             "timeout_graceful_shutdown": 10,
             "proxy_headers": True,

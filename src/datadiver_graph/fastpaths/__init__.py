@@ -34,7 +34,6 @@ MODULES = (
     "live_operation",
     "ws_handler",
     "view",
-    "http_transport",
     "ws_transport",
     "ws_shortcut",
 )
@@ -75,10 +74,9 @@ def modules() -> list[Any]:
 
 
 def uvicorn_protocols(settings: Settings) -> dict[str, Any]:
-    """uvicorn's `http` and `ws` settings: ours, or (an empty dict) uvicorn's own."""
+    """uvicorn's `ws` setting: ours, or (an empty dict) uvicorn's own."""
     if not enabled(settings):
         return {}
-    from datadiver_graph.fastpaths.http_transport import HTTP_PROTOCOL
     from datadiver_graph.fastpaths.ws_transport import WS_PROTOCOL
 
-    return {"http": HTTP_PROTOCOL, "ws": WS_PROTOCOL}
+    return {"ws": WS_PROTOCOL}

@@ -43,7 +43,7 @@ TESTED = (
         "3.4",
         used_by=("execution.py", "executor.py", "query_plans.py", "live_operation.py"),
     ),
-    Tested("uvicorn", "0.54.0", "0.55", used_by=("http_transport.py", "ws_transport.py")),
+    Tested("uvicorn", "0.54.0", "0.55", used_by=("ws_transport.py",)),
     Tested("websockets", "17.4", "18", used_by=("ws_transport.py",)),
 )
 
