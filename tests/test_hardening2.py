@@ -7,7 +7,9 @@ and runs in both modes (FAST_PATHS=true and false).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -218,6 +220,30 @@ async def test_client_disconnects_are_not_logged_as_errors(
                 pass  # opened and closed idle
     await asyncio.sleep(0.2)
     assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_subscriptions_cut_short_leave_no_coroutine_unawaited(
+    settings: Settings, database: Database, token: Callable[[str], str], protocol: str
+) -> None:
+    """A live subscription whose connection ends before its work starts (its id reused at
+    once: 4409 on graphql-transport-ws; the client gone) is cancelled cleanly, without
+    Python's "coroutine ... was never awaited" warning, which production logs. The
+    WebSocket fuzz test (test_fuzz_queries.py) found it."""
+    live = "subscription { currentUser { externalId } }"
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always", RuntimeWarning)
+        async with served(settings, rate_limit_per_minute=0) as url:
+            for _ in range(3):
+                async with open_ws(url, protocol, {"authToken": token("user_ada")}) as ws:
+                    await ws.subscribe(live, id="1")
+                    await ws.subscribe(live, id="1")
+                    if protocol == TRANSPORT_WS:
+                        assert (await ws.closed())[0] == 4409
+                async with open_ws(url, protocol, {"authToken": token("user_ada")}) as ws:
+                    await ws.subscribe(live, id="1")  # and leaves at once
+        gc.collect()  # a coroutine never awaited is reported when it is collected
+    assert [str(w.message) for w in warned if issubclass(w.category, RuntimeWarning)] == []
 
 
 # -- 9. HTTP's size limits over WebSocket --------------------------------------------------

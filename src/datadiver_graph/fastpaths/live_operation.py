@@ -127,7 +127,7 @@ class LiveOperation:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.task = self.connection.spawn(self._guarded(self._start()))
+        self.task = self.connection.spawn(self._guarded(self._start))
 
     async def stop(self) -> None:
         """The client unsubscribed or went away."""
@@ -143,11 +143,13 @@ class LiveOperation:
         await self._close_feed()
         self._finish("cancelled")
 
-    async def _guarded(self, step: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, step: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run one step in this operation's task: a failure ends the operation with an error
-        message, and the task slot is free again once the step ends."""
+        message, and the task slot is free again once the step ends. The step's coroutine
+        is made here: a task cancelled before it runs (the client left, or reused the id at
+        once) would leave one never awaited, and Python warns of it."""
         try:
-            await step
+            await step()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -199,7 +201,7 @@ class LiveOperation:
     def _wake(self) -> None:
         """The hub queued an event for this subscription (called in the hub's task)."""
         if self.task is None and not self._done:
-            self.task = self.connection.spawn(self._guarded(self._deliver_queued()))
+            self.task = self.connection.spawn(self._guarded(self._deliver_queued))
 
     async def _deliver_queued(self) -> None:
         feed, view = self._feed, self._view
