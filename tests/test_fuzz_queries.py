@@ -481,6 +481,8 @@ def check_exchange(protocol: str, seen: Exchange) -> None:
     if seen.close is not None:
         code, reason = seen.close
         assert code in CLOSE_CODES[protocol], seen.close
+        if code == 1011:  # the legacy refusal, never a crash: connection_error said why
+            assert any('"connection_error"' in frame for frame in seen.received), seen
         assert not any(words in reason for words in UNMASKED), seen.close
 
 
