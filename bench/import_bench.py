@@ -40,7 +40,10 @@ def timed(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
     """Wall seconds and the child's peak RSS in MiB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run([executable(), *args], env=env, cwd=cwd, check=True, capture_output=True)
+    done = subprocess.run([executable(), *args], env=env, cwd=cwd, capture_output=True)
+    if done.returncode != 0:
+        # The command's own one-line error says why; a bench that hides it measures nothing.
+        raise SystemExit(f"{' '.join(args)} failed: {done.stderr.decode(errors='replace')}")
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return seconds, max(peak, before) // 1024
