@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, devToken, webhook, postGraphQL, bearer } from "./support.mjs";
+import { startServer, devToken, webhook, postGraphQL, bearer, offlinePage } from "./support.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const MISSING = existsSync(CHROMIUM) ? null
@@ -63,19 +63,7 @@ before(async () => {
     const created = await postGraphQL(server, CREATE_SESSION, { id }, bearer(token));
     assert.equal(created.data?.createSession?.sessionId, id, JSON.stringify(created));
   }
-  const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
-  await context.route("**/*", (route) => {
-    const url = new URL(route.request().url());
-    if (url.hostname === "127.0.0.1") return route.continue();
-    blocked.push(url.href);
-    return route.abort("internetdisconnected");
-  });
-  page = await context.newPage();
-  page.setDefaultTimeout(STEP);
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console: ${message.text()}`);
-  });
+  page = await offlinePage(browser, { viewport: { width: 1280, height: 720 }, step: STEP, blocked, problems });
 });
 
 after(async () => {

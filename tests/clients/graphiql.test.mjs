@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, devToken, webhook } from "./support.mjs";
+import { startServer, devToken, webhook, offlinePage } from "./support.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const MISSING = existsSync(CHROMIUM) ? null
@@ -83,19 +83,7 @@ before(async () => {
   ]);
   await webhook(server, "user.created", ["--user", USER, "--first-name", "Ada", "--last-name", "Lovelace"]);
   token = await devToken(server, USER);
-  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  await context.route("**/*", (route) => {
-    const url = new URL(route.request().url());
-    if (url.hostname === "127.0.0.1") return route.continue();
-    blocked.push(url.href);
-    return route.abort("internetdisconnected");
-  });
-  page = await context.newPage();
-  page.setDefaultTimeout(STEP);
-  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
-  page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console: ${message.text()}`);
-  });
+  page = await offlinePage(browser, { viewport: { width: 1400, height: 900 }, step: STEP, blocked, problems });
 });
 
 after(async () => {

@@ -160,3 +160,24 @@ export class Inbox {
     return item.value;
   }
 }
+
+/**
+ * A page that may reach this machine only: every other request is aborted and recorded in
+ * `blocked`; page errors and console errors (a CSP violation is one) go to `problems`.
+ */
+export async function offlinePage(browser, { viewport, step, blocked, problems }) {
+  const context = await browser.newContext({ viewport });
+  await context.route("**/*", (route) => {
+    const url = new URL(route.request().url());
+    if (url.hostname === "127.0.0.1") return route.continue();
+    blocked.push(url.href);
+    return route.abort("internetdisconnected");
+  });
+  const page = await context.newPage();
+  page.setDefaultTimeout(step);
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console: ${message.text()}`);
+  });
+  return page;
+}
