@@ -12,6 +12,7 @@ import importlib
 import inspect
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -79,7 +80,12 @@ def resolve(owner: str) -> Any:
 
 
 def _set_on_instances(owner: Any, name: str) -> bool:
-    """Whether the class or one of its bases assigns `self.<name>` or declares it."""
+    """Whether the class or one of its bases assigns `self.<name>` or declares it.
+
+    Reads the defining module's text rather than `inspect.getsource(cls)`: on CPython
+    3.11 that parses with `ast`, whose recursion counter a RecursionError anywhere
+    earlier in the process can leave off (gh-106905), failing the guard spuriously.
+    """
     assigned = re.compile(rf"\bself\.{re.escape(name)}\b\s*(:[^=]+)?=[^=]")
     for cls in inspect.getmro(owner):
         if cls is object:
@@ -87,8 +93,14 @@ def _set_on_instances(owner: Any, name: str) -> bool:
         if name in getattr(cls, "__annotations__", {}) or name in vars(cls):
             return True
         try:
-            source = inspect.getsource(cls)
-        except (OSError, TypeError):
+            filename = inspect.getsourcefile(cls)
+        except TypeError:
+            continue  # a builtin class: no source to read
+        if filename is None:
+            continue
+        try:
+            source = Path(filename).read_text(encoding="utf-8")
+        except OSError:
             continue
         if assigned.search(source):
             return True
