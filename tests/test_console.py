@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,6 @@ import httpx
 import orjson
 import pytest
 from pydantic import SecretStr
-from pymongo import monitoring
 from websockets.sync.client import connect as ws_connect
 from websockets.typing import Subprotocol
 
@@ -33,6 +32,7 @@ from datadiver_graph.storage.embedded import free_port
 from tests.clerk_fixtures import SERVICE_KEY
 from tests.cli import clean_env, executable
 from tests.graphql_client import gql
+from tests.mongo_commands import commands, plan_stages
 from tests.redis_server import RedisServer
 from tests.servers import serve_app
 from tests.test_observability_serve import serving
@@ -401,46 +401,6 @@ async def test_an_import_shows_as_one_reread_change(
 
 
 # -- tables: pages, search, documents ------------------------------------------------------------
-
-
-class Commands(monitoring.CommandListener):
-    """Every command pymongo sends while `on` (registered once: pymongo cannot unregister)."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if self.on:
-            self.seen.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
-COMMANDS = Commands()
-monitoring.register(COMMANDS)
-
-
-@contextlib.contextmanager
-def commands() -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    COMMANDS.seen = []
-    COMMANDS.on = True
-    try:
-        yield COMMANDS.seen
-    finally:
-        COMMANDS.on = False
-
-
-def plan_stages(plan: dict[str, Any]) -> list[str]:
-    stages = []
-    while plan:
-        stages.append(plan["stage"] + (f"({plan['indexName']})" if "indexName" in plan else ""))
-        plan = plan.get("inputStage") or {}
-    return stages
 
 
 USERS = 2_000  # 40 pages: enough to page through, light on a loaded CI machine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,12 @@ import orjson
 import pytest
 from pymongo.database import Database
 
-from datadiver_graph.domain import payments, sessions, users
+from datadiver_graph.domain import payments, sessions, snapshot, users
+from datadiver_graph.domain.store import Store
+from datadiver_graph.domain.tables import TABLES as TABLE_SPECS
+from datadiver_graph.storage import mongo as db
 from tests.cli import assert_one_line_error, clean_env, run
+from tests.mongo_commands import commands, plan_stages
 
 TABLES = ("users", "sessions", "paymentAttempts")
 
@@ -141,6 +146,29 @@ def test_export_snapshot_zip_holds_every_table(
             exported = parse_jsonl(archive.read(f"{table}/documents.jsonl"))
             assert exported == all_docs(mongo, table)
             assert exported  # the seed put documents in every table
+
+
+@pytest.mark.parametrize("table", TABLES)
+async def test_export_reads_each_table_in_id_index_order_without_a_sort(
+    mongo: Database[dict[str, Any]], store: Store, database: db.Database, table: str
+) -> None:
+    """One streamed read per table along the `_id` index: an in-memory sort of a large
+    table held the embedded server long enough for the driver to cancel the export."""
+    seed(mongo)
+    out = io.BytesIO()
+    with commands() as sent:
+        count = await snapshot.write_table(store, TABLE_SPECS[table], out)
+    assert count == len(all_docs(mongo, table)) == len(parse_jsonl(out.getvalue()))
+    finds = [c for name, c in sent if name == "find" and c.get("find") == table]
+    assert len(finds) == 1 and finds[0]["hint"] == {"_id": 1}
+    plan = (
+        await database.collection(table)
+        .find(finds[0]["filter"])
+        .sort(list(finds[0]["sort"].items()))
+        .hint(list(finds[0]["hint"].items()))
+        .explain()
+    )
+    assert plan_stages(plan["queryPlanner"]["winningPlan"]) == ["FETCH", "IXSCAN(_id_)"]
 
 
 @pytest.mark.parametrize(

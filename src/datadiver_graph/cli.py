@@ -70,6 +70,13 @@ def _metrics_dir(workers: int) -> str | None:
     return created
 
 
+# The embedded SecantusDB answers nothing else while it runs a query up to its first batch
+# (about 17 s for an export of 1M users); with the heartbeat at MONGODB_TIMEOUT_MS the
+# driver declared it down and cancelled the export ("operation cancelled"). An unreachable
+# server still fails fast: server selection keeps MONGODB_TIMEOUT_MS.
+CLI_MONITOR_TIMEOUT_MS = 300_000
+
+
 @asynccontextmanager
 async def _open_store(settings: Settings) -> AsyncIterator[Store]:
     """The database the server would use (embedded when MONGODB_URI is unset)."""
@@ -78,7 +85,12 @@ async def _open_store(settings: Settings) -> AsyncIterator[Store]:
     if uri is None:
         embedded = EmbeddedMongo(settings.embedded_data_path)
         uri = await asyncio.to_thread(embedded.start)
-    database = db.connect(uri, settings.mongodb_db, timeout_ms=settings.mongodb_timeout_ms)
+    database = db.connect(
+        uri,
+        settings.mongodb_db,
+        timeout_ms=settings.mongodb_timeout_ms,
+        monitor_timeout_ms=CLI_MONITOR_TIMEOUT_MS,
+    )
     bus = EventHub(settings.broadcast_url)
     try:
         if not await database.ping():

@@ -7,14 +7,12 @@ The import itself (staging, swap) is `domain.importer`; the files, `domain.sourc
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
 from typing import Any
 
 from datadiver_graph.domain.convex_format import decode_value
 from datadiver_graph.domain.errors import InvalidInput
 from datadiver_graph.domain.ids import check_id
 from datadiver_graph.domain.records import Record, new_id
-from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.tables import Table
 
 
@@ -60,9 +58,3 @@ def parse_record(table: Table, doc: Any, where: str, line: int) -> Record:
     except InvalidInput as exc:
         raise LineError(where, line, exc.message) from None
     return record
-
-
-async def export_records(store: Store, table: Table) -> AsyncIterator[dict[str, Any]]:
-    """Every stored document of the table, in `_id` order, streamed."""
-    async for doc in store.db.table(table.name).find({}).sort("_id", 1):
-        yield doc

@@ -170,8 +170,14 @@ def _encode(doc: dict[str, Any]) -> bytes:
 
 
 async def _documents(store: Store, table: Table) -> AsyncIterator[dict[str, Any]]:
-    """Every stored document, in `_id` order, streamed in the driver's batches."""
-    async for doc in store.db.table(table.name).find({}).sort("_id", 1).batch_size(1000):
+    """Every stored document, in `_id` order, streamed in the driver's batches.
+
+    The hint names the `_id` index, which mongod would pick anyway: SecantusDB otherwise
+    plans a collection scan and an in-memory sort, which at 1M users held the server
+    about 30 s before the first batch instead of about 17 s.
+    """
+    found = store.db.table(table.name).find({}).sort("_id", 1).hint([("_id", 1)])
+    async for doc in found.batch_size(1000):
         yield doc
 
 

@@ -149,12 +149,20 @@ class Database:
         await self.client.close()
 
 
-def connect(uri: str, db_name: str, *, timeout_ms: int = 5_000) -> Database:
-    """Create the client; the driver connects lazily on the first operation."""
+def connect(
+    uri: str, db_name: str, *, timeout_ms: int = 5_000, monitor_timeout_ms: int | None = None
+) -> Database:
+    """Create the client; the driver connects lazily on the first operation.
+
+    `timeout_ms` bounds how long an operation waits for a server. `monitor_timeout_ms`
+    (default: the same) is connectTimeoutMS, which the driver's heartbeat also uses as its
+    read timeout: a server that answers no heartbeat within it is marked down and every
+    operation in flight on it is cancelled. Commands that run long scans raise it.
+    """
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         uri,
         serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
+        connectTimeoutMS=monitor_timeout_ms or timeout_ms,
         appname="datadiver-graph",
         # Acknowledged means journaled on a majority: a crash right after a mutation or a
         # webhook's 200 must not lose it (w:1 without j can, on SecantusDB and mongod alike).
