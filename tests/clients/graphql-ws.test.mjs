@@ -269,3 +269,39 @@ test("reconnection: SIGTERM, restart on the same port and data; a fresh snapshot
   await drained(me, session);
   assert.deepEqual([me.errors, session.errors], [[], []]);
 });
+
+test("reconnection with graphql-ws's own retryAttempts and retryWait: only shouldRetry widened", async () => {
+  // graphql-ws's defaults: 5 attempts, 2^n s + 0.3–3 s apart. Its default shouldRetry
+  // (isLikeCloseEvent) gives up on the first attempt a restarting server refuses, which `ws`
+  // reports as an error event, not a close: graphql-ws's documented remedy is a shouldRetry
+  // that accepts errors too. Nothing else is configured here.
+  const connected = [];
+  const closed = [];
+  const client = createClient({
+    url: server.wsUrl,
+    webSocketImpl: WebSocket,
+    connectionParams: { authToken: token },
+    shouldRetry: () => true,
+    on: {
+      connected: (_socket, _payload, wasRetry) => connected.push(wasRetry),
+      closed: (event) => closed.push(event.code),
+    },
+  });
+  clients.push(client);
+  const me = subscribe(client, CURRENT_USER, {}, "currentUser (defaults)");
+  const before = (await me.value()).data.currentUser;
+
+  const started = Date.now();
+  assert.equal(await server.stop("SIGTERM"), 0);
+  assert.equal(closed[0], 1012);
+  await server.start();
+  assert.deepEqual((await me.value(45_000)).data.currentUser, before);
+  assert.deepEqual(connected, [false, true]);
+  console.log(`defaults: reconnected ${Date.now() - started} ms after SIGTERM`);
+
+  await execute(connect({ authToken: token }), `mutation { updateUser(name: "Defaults") { version } }`);
+  const renamed = (await me.value()).data.currentUser;
+  assert.deepEqual([renamed.name, renamed.version], ["Defaults", before.version + 1]);
+  await drained(me);
+  assert.deepEqual(me.errors, []);
+});
