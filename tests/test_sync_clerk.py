@@ -2,18 +2,23 @@
 
 Clerk itself is out of reach here, so a Starlette app serves `GET /v1/users` as Clerk
 does: a JSON array per page (`limit`, `offset`, `order_by`), a bearer secret key, and one
-429 with `Retry-After` part way through.
+429 with `Retry-After` part way through; and `GET /v1/users/{id}`: the user, or a 404 once
+Clerk deleted it. A user it leaves out of the list stands for one an offset shift skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from pymongo.database import Database
 from starlette.applications import Starlette
@@ -21,7 +26,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.cli import assert_one_line_error, clean_env, run
+from datadiver_graph.app import create_app
+from datadiver_graph.config import Settings
+from datadiver_graph.domain import clerk_sync, events, users
+from datadiver_graph.domain.store import Store
+from datadiver_graph.storage.mongo import Database as StoreDatabase
+from tests.clerk_fixtures import SERVICE_KEY
+from tests.cli import assert_one_line_error, clean_env, executable, run
+from tests.graphql_client import gql
 from tests.servers import serve_app
 
 SECRET = "sk_test_local"
@@ -52,6 +64,11 @@ class FakeClerk:
     throttle_at_offset: int | None = 500  # answer 429 once when this page is asked for
     throttled_at: float | None = None
     retried_at: float | None = None
+    unlisted: set[str] = field(default_factory=set)  # in Clerk, but left out of the list
+    lookups: list[str] = field(default_factory=list)
+    throttle_lookup: bool = False  # answer the first `GET /v1/users/{id}` 429 once
+    lookup_throttled_at: float | None = None
+    lookup_retried_at: float | None = None
 
     async def list_users(self, request: Request) -> JSONResponse:
         if request.headers.get("authorization") != f"Bearer {SECRET}":
@@ -66,8 +83,26 @@ class FakeClerk:
                     {"errors": [{"code": "too_many_requests"}]}, 429, {"Retry-After": "1"}
                 )
             self.retried_at = self.retried_at or time.monotonic()
-        ordered = sorted(self.users, key=lambda u: u["created_at"])
+        listed = [user for user in self.users if user["id"] not in self.unlisted]
+        ordered = sorted(listed, key=lambda u: u["created_at"])
         return JSONResponse(ordered[offset : offset + min(limit, 500)])
+
+    async def get_user(self, request: Request) -> JSONResponse:
+        if request.headers.get("authorization") != f"Bearer {SECRET}":
+            return JSONResponse({"errors": [{"code": "authentication_invalid"}]}, 401)
+        user_id = request.path_params["user_id"]
+        self.lookups.append(user_id)
+        if self.throttle_lookup:
+            if self.lookup_throttled_at is None:
+                self.lookup_throttled_at = time.monotonic()
+                return JSONResponse(
+                    {"errors": [{"code": "too_many_requests"}]}, 429, {"Retry-After": "1"}
+                )
+            self.lookup_retried_at = self.lookup_retried_at or time.monotonic()
+        for user in self.users:
+            if user["id"] == user_id:
+                return JSONResponse(user)
+        return JSONResponse({"errors": [{"code": "resource_not_found"}]}, 404)
 
 
 @pytest.fixture
@@ -79,7 +114,12 @@ def clerk() -> FakeClerk:
 
 @pytest.fixture
 async def clerk_url(clerk: FakeClerk) -> AsyncIterator[str]:
-    app = Starlette(routes=[Route("/v1/users", clerk.list_users)])
+    app = Starlette(
+        routes=[
+            Route("/v1/users", clerk.list_users),
+            Route("/v1/users/{user_id}", clerk.get_user),
+        ]
+    )
     async with serve_app(app) as url:
         yield f"{url}/v1"
 
@@ -123,8 +163,9 @@ def seed_here(mongo: Database[dict[str, Any]]) -> None:
 
 
 async def sync(args: list[str], env: dict[str, str], cwd: Path) -> Any:
-    # In a thread: the fake Clerk answers from this test's event loop meanwhile.
-    return await asyncio.to_thread(run, ["sync-clerk", *args], env, cwd, timeout=120)
+    # In a thread: the fake Clerk answers from this test's event loop meanwhile. An empty
+    # stdin, not a terminal: nothing is asked.
+    return await asyncio.to_thread(run, ["sync-clerk", *args], env, cwd, stdin=b"", timeout=120)
 
 
 async def test_dry_run_reports_the_drift_and_writes_nothing(
@@ -152,7 +193,7 @@ async def test_sync_pages_waits_out_a_429_and_applies_like_the_webhooks(
     )
     stderr = result.stderr.decode()
     assert "user_00003: newer here than in Clerk" in stderr
-    assert "user_00004: deleted here (by webhook)" in stderr
+    assert "user_00004: deleted here (stays deleted)" in stderr
 
     # Paged by offset at Clerk's largest page size, in creation order.
     offsets = [int(r["offset"]) for r in clerk.requests]
@@ -193,3 +234,192 @@ async def test_a_refused_key_and_a_missing_key_are_one_line(
     without = {key: value for key, value in env.items() if key != "CLERK_SECRET_KEY"}
     result = await sync([], without, tmp_path)
     assert_one_line_error(result, "CLERK_SECRET_KEY")
+
+
+# --- users here that Clerk no longer has ----------------------------------------------------
+
+GONE = [f"user_{i:05d}" for i in range(100, 153)]  # 53: more than the 50 lines listed
+
+
+def seed_gone(mongo: Database[dict[str, Any]], clerk: FakeClerk) -> None:
+    """Clerk has users 0-5 but lists only 0-4; here are 1, 5, the 53 Clerk deleted while
+    its webhooks were missed, and one deleted here already (its tombstone beside a
+    document a late upsert left)."""
+    clerk.users = [clerk_user(i) for i in range(6)]
+    clerk.throttle_at_offset = None
+    clerk.unlisted = {"user_00005"}
+    mongo.users.insert_many(
+        [
+            stored_user(1, clerk_updated_at=2_000, name="First1 Clerk"),  # unchanged
+            stored_user(5, clerk_updated_at=1_500, name="Old Name"),  # updated by lookup
+            stored_user(99, clerk_updated_at=2_000, name="Deleted Here"),
+            *(stored_user(int(i[5:]), clerk_updated_at=2_000, name="Gone") for i in GONE),
+        ]
+    )
+    mongo.userTombstones.insert_one({"_id": "user_00099", "deletedAt": 5})
+
+
+def gone_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "gone from Clerk" in line]
+
+
+def stored_ids(mongo: Database[dict[str, Any]]) -> set[str]:
+    return {doc["externalId"] for doc in mongo.users.find({}, {"externalId": 1})}
+
+
+async def test_users_gone_from_clerk_are_looked_up_reported_and_kept(
+    mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path, clerk: FakeClerk
+) -> None:
+    seed_gone(mongo, clerk)
+    clerk.throttle_lookup = True
+    result = await sync([], env, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (
+        "users: 4 created, 1 updated, 1 unchanged, 0 skipped, "
+        "53 gone from Clerk (kept; --delete-missing deletes them)"
+    ) in result.stdout.decode()
+    assert gone_lines(result.stderr.decode()) == [
+        *(f"gone from Clerk: {i}" for i in GONE[:50]),
+        "... and 3 more gone from Clerk",
+    ]
+    # Only users no page listed were asked for, one by one; the 429 was waited out.
+    assert clerk.lookups == ["user_00005", "user_00005", *GONE]
+    assert clerk.lookup_throttled_at is not None and clerk.lookup_retried_at is not None
+    assert clerk.lookup_retried_at - clerk.lookup_throttled_at >= 0.9
+    # Kept: nothing deleted, nothing tombstoned. The unlisted user still in Clerk applied.
+    assert stored_ids(mongo) >= set(GONE)
+    assert mongo.userTombstones.count_documents({}) == 1
+    unlisted = mongo.users.find_one({"externalId": "user_00005"})
+    assert unlisted is not None and unlisted["name"] == "First5 Clerk"
+
+
+@pytest.fixture
+async def api(settings: Settings, database: StoreDatabase) -> AsyncIterator[httpx.AsyncClient]:
+    served = settings.model_copy(update={"service_api_keys": [SERVICE_KEY]})
+    async with (
+        serve_app(create_app(served)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        yield client
+
+
+async def get_user(api: httpx.AsyncClient, user_id: str) -> Any:
+    query = "query($userId: String!) { getUser(userId: $userId) { externalId name } }"
+    result = await gql(api, query, {"userId": user_id}, service_key=SERVICE_KEY)
+    assert result.errors == [], result.errors
+    return result.data["getUser"]
+
+
+async def test_delete_missing_deletes_them_for_good(
+    mongo: Database[dict[str, Any]],
+    env: dict[str, str],
+    tmp_path: Path,
+    clerk: FakeClerk,
+    api: httpx.AsyncClient,
+) -> None:
+    seed_gone(mongo, clerk)
+    assert await get_user(api, "user_00100") == {"externalId": "user_00100", "name": "Gone"}
+    result = await sync(["--delete-missing"], env, tmp_path)  # not a terminal: not asked
+    assert result.returncode == 0, result.stderr.decode()
+    assert (
+        "users: 4 created, 1 updated, 1 unchanged, 0 skipped, 53 gone from Clerk (53 deleted)"
+    ) in result.stdout.decode()
+    assert "[y/N]" not in result.stderr.decode()
+    assert len(gone_lines(result.stderr.decode())) == 51
+    assert stored_ids(mongo).isdisjoint(GONE)
+    assert {doc["_id"] for doc in mongo.userTombstones.find({})} == {"user_00099", *GONE}
+    assert await get_user(api, "user_00100") is None
+    assert await get_user(api, "user_00005") == {"externalId": "user_00005", "name": "First5 Clerk"}
+
+    # A later list that has one of them again (stale, or a 404 in error) brings none back.
+    clerk.users.append(clerk_user(100))
+    again = await sync(["--delete-missing"], env, tmp_path)
+    assert again.returncode == 0, again.stderr.decode()
+    assert (
+        again.stdout.decode()
+        == "users: 0 created, 0 updated, 6 unchanged, 1 skipped, 0 gone from Clerk\n"
+    )
+    assert "skipped: user_00100: deleted here (stays deleted)" in again.stderr.decode()
+    assert "user_00100" not in stored_ids(mongo)
+    assert await get_user(api, "user_00100") is None
+
+
+async def test_dry_run_delete_missing_reports_and_writes_nothing(
+    mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path, clerk: FakeClerk
+) -> None:
+    seed_gone(mongo, clerk)
+    before = list(mongo.users.find({}).sort("_id", 1))
+    result = await sync(["--dry-run", "--delete-missing"], env, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (
+        "users: 4 would be created, 1 would be updated, 1 unchanged, 0 skipped, "
+        "53 gone from Clerk (would be deleted)"
+    ) in result.stdout.decode()
+    assert len(gone_lines(result.stderr.decode())) == 51
+    assert list(mongo.users.find({}).sort("_id", 1)) == before
+    assert mongo.userTombstones.count_documents({}) == 1
+
+
+def sync_on_terminal(args: list[str], env: dict[str, str], cwd: Path, answer: bytes) -> Any:
+    """sync-clerk with a terminal as stdin, `answer` typed into it beforehand."""
+    main, replica = pty.openpty()
+    try:
+        os.write(main, answer)
+        return subprocess.run(
+            [executable(), "sync-clerk", *args],
+            env=env,
+            cwd=cwd,
+            stdin=replica,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(main)
+        os.close(replica)
+
+
+async def test_on_a_terminal_delete_missing_asks_first_unless_yes(
+    mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path, clerk: FakeClerk
+) -> None:
+    seed_gone(mongo, clerk)
+    declined = await asyncio.to_thread(
+        sync_on_terminal, ["--delete-missing"], env, tmp_path, b"n\n"
+    )
+    assert declined.returncode == 0, declined.stderr.decode()
+    assert "Delete the 53 users gone from Clerk here too? [y/N]" in declined.stderr.decode()
+    assert "53 gone from Clerk (kept; deleting was not confirmed)" in declined.stdout.decode()
+    assert stored_ids(mongo) >= set(GONE)
+
+    agreed = await asyncio.to_thread(
+        sync_on_terminal, ["--delete-missing", "--yes"], env, tmp_path, b""
+    )
+    assert agreed.returncode == 0, agreed.stderr.decode()
+    assert "[y/N]" not in agreed.stderr.decode()
+    assert "53 gone from Clerk (53 deleted)" in agreed.stdout.decode()
+    assert stored_ids(mongo).isdisjoint(GONE)
+
+
+async def test_deleting_publishes_what_the_user_deleted_webhook_does(
+    store: Store, clerk: FakeClerk, clerk_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clerk_sync, "STORED_BATCH", 2)  # stored ids read over three queries
+    clerk.users = [clerk_user(1)]
+    clerk.throttle_at_offset = None
+    gone = GONE[:3]
+    for external_id in ["user_00001", *gone]:
+        profile = users.ClerkProfile(external_id, "Gone", None, None, 1_000, 1_000)
+        await users.upsert_from_clerk(store, profile)
+    channels = [events.user_channel(external_id) for external_id in gone]
+    async with store.events.subscribe(*channels) as stream, httpx.AsyncClient() as client:
+        report = await clerk_sync.sync_users(store, client, SECRET, base_url=clerk_url)
+        assert report.gone == gone
+        await clerk_sync.delete_gone(store, report)
+        published = [await asyncio.wait_for(anext(stream), 5) for _ in gone]
+    assert [(e.kind, e.record["externalId"], e.record["name"]) for e in published] == [
+        ("user.deleted", external_id, "Gone") for external_id in gone
+    ]
+    assert report.deleted == 3 and report.updated == 1  # user_00001, from Clerk's list
+    for external_id in gone:
+        assert await users.get_unless_deleted(store, external_id) is None
+        assert await users.is_deleted(store, external_id)

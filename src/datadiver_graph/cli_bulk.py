@@ -1,8 +1,8 @@
 """`import`, `export` and `sync-clerk`: arguments, confirmation and progress.
 
 The work is in `domain` (importer, snapshot, clerk_sync); this module only turns command
-lines into calls, asks before deleting on a terminal, and shows progress there with
-`rich` (plain lines otherwise, so logs and pipes stay readable).
+lines into calls, asks before deleting on a terminal (import, sync-clerk), and shows
+progress there with `rich` (plain lines otherwise, so logs and pipes stay readable).
 """
 
 from __future__ import annotations
@@ -74,6 +74,12 @@ def add_bulk_parsers(sub: Any) -> None:
         "sync-clerk", help="backfill users from Clerk's Backend API (CLERK_SECRET_KEY)"
     )
     sync.add_argument("--dry-run", action="store_true", help="report the drift, write nothing")
+    sync.add_argument(
+        "--delete-missing",
+        action="store_true",
+        help="delete users Clerk no longer has, as its user.deleted webhook would",
+    )
+    sync.add_argument("-y", "--yes", action="store_true", help="do not ask before deleting")
 
 
 # --- progress ----------------------------------------------------------------------------
@@ -304,6 +310,9 @@ class _ExportProgress:
 # --- sync-clerk --------------------------------------------------------------------------
 
 
+GONE_LINES = 50  # users gone from Clerk listed one per line; the rest are counted
+
+
 async def cmd_sync_clerk(args: argparse.Namespace, settings: Settings) -> None:
     import httpx
 
@@ -315,22 +324,50 @@ async def cmd_sync_clerk(args: argparse.Namespace, settings: Settings) -> None:
         raise InvalidInput("CLERK_SECRET_KEY is not set (Clerk dashboard > API keys)")
     base_url = settings.clerk_api_url
     console = Console(stderr=True)
-    status = console.status("reading Clerk's users") if sys.stderr.isatty() else nullcontext()
+    tty = sys.stderr.isatty()
+    status = console.status("reading Clerk's users") if tty else nullcontext()
     async with _store(settings) as store, httpx.AsyncClient(timeout=30) as client:
 
         def on_page(report: clerk_sync.SyncReport) -> None:
             if isinstance(status, Status):
-                seen = report.created + report.updated + report.unchanged + report.skipped
-                status.update(f"{seen:,} of Clerk's users read")
+                if report.looked_up:
+                    shown = f"{report.looked_up:,} users not in Clerk's list looked up"
+                else:
+                    seen = report.created + report.updated + report.unchanged + report.skipped
+                    shown = f"{seen:,} of Clerk's users read"
+                status.update(shown)
 
         with status:
             report = await clerk_sync.sync_users(
                 store, client, secret, base_url=base_url, dry_run=args.dry_run, on_page=on_page
             )
-    for reason in report.reasons:
-        print(f"skipped: {reason}", file=sys.stderr)
+        for reason in report.reasons:
+            print(f"skipped: {reason}", file=sys.stderr)
+        for external_id in report.gone[:GONE_LINES]:
+            print(f"gone from Clerk: {external_id}", file=sys.stderr)
+        if len(report.gone) > GONE_LINES:
+            print(f"... and {len(report.gone) - GONE_LINES} more gone from Clerk", file=sys.stderr)
+        gone = f"{len(report.gone)} gone from Clerk"
+        if report.gone and not args.delete_missing:
+            gone += " (kept; --delete-missing deletes them)"
+        elif report.gone and args.dry_run:
+            gone += " (would be deleted)"
+        elif report.gone:
+            question = f"Delete the {len(report.gone)} users gone from Clerk here too?"
+            if args.yes or not sys.stdin.isatty() or _confirm(question):
+                deleting = console.status("deleting") if tty else nullcontext()
+
+                def on_deleted(report: clerk_sync.SyncReport) -> None:
+                    if isinstance(deleting, Status):
+                        deleting.update(f"{report.deleted:,} of {len(report.gone):,} deleted")
+
+                with deleting:
+                    await clerk_sync.delete_gone(store, report, on_deleted)
+                gone += f" ({report.deleted} deleted)"
+            else:
+                gone += " (kept; deleting was not confirmed)"
     would = "would be " if args.dry_run else ""
     print(
         f"users: {report.created} {would}created, {report.updated} {would}updated, "
-        f"{report.unchanged} unchanged, {report.skipped} skipped"
+        f"{report.unchanged} unchanged, {report.skipped} skipped, {gone}"
     )

@@ -8,7 +8,13 @@ carries `Retry-After`, which is waited out.
 Each page goes through `users.upsert_many_from_clerk`, the function the `user.created` and
 `user.updated` webhooks use, with the same profile mapping (`clerk_events.profile_from_user`):
 the same `updated_at` ordering (a user newer here than in the page is left alone) and the
-same tombstones (a user deleted here by webhook stays deleted).
+same tombstones (a user deleted here stays deleted).
+
+Users deleted in Clerk while webhooks were missed are not in any page. After the pages,
+stored users whose Clerk id no page had are each asked for (`GET /v1/users/{id}`): offset
+paging skips users when others are deleted meanwhile, so absence alone proves nothing. A
+404 is gone (reported; deleted only on request, through `users.delete_from_clerk`, the
+`user.deleted` webhook's function); a 200 is applied like a page user.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -29,8 +36,9 @@ from datadiver_graph.domain.store import Store
 
 CLERK_API_URL = "https://api.clerk.com/v1"
 PAGE_SIZE = 500  # the most Clerk's list endpoints return at once
-MAX_ATTEMPTS = 8  # per page, over 429s and server errors
+MAX_ATTEMPTS = 8  # per request, over 429s and server errors
 MAX_WAIT_S = 60.0
+STORED_BATCH = 1000  # stored Clerk ids read per query when looking for users gone from Clerk
 
 
 class ClerkApiError(DomainError):
@@ -44,6 +52,9 @@ class SyncReport:
     unchanged: int = 0
     skipped: int = 0
     reasons: list[str] = field(default_factory=list)  # one line per skipped user
+    looked_up: int = 0  # stored users no page had, asked for one by one
+    gone: list[str] = field(default_factory=list)  # Clerk ids Clerk answered 404 for
+    deleted: int = 0
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -93,6 +104,44 @@ async def _get_page(
 ) -> list[dict[str, Any]]:
     url = f"{base_url.rstrip('/')}/users"
     params: dict[str, str | int] = {"limit": limit, "offset": offset, "order_by": "+created_at"}
+    response = await _get(client, secret_key, url, params, sleep)
+    body = response.json()
+    # The list is a bare array; a paginated envelope `{data, total_count}` is read too.
+    data = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(data, list):
+        raise ClerkApiError("Clerk's user list is not a JSON array")
+    return [user for user in data if isinstance(user, dict)]
+
+
+async def get_user(
+    client: httpx.AsyncClient,
+    secret_key: str,
+    external_id: str,
+    *,
+    base_url: str = CLERK_API_URL,
+    sleep: Sleep = asyncio.sleep,
+) -> dict[str, Any] | None:
+    """One Clerk user, or None when Clerk no longer has it (404)."""
+    url = f"{base_url.rstrip('/')}/users/{quote(external_id, safe='')}"
+    response = await _get(client, secret_key, url, {}, sleep, missing_ok=True)
+    if response.status_code == 404:
+        return None
+    body = response.json()
+    if not isinstance(body, dict):
+        raise ClerkApiError(f"Clerk's user {external_id} is not a JSON object")
+    return body
+
+
+async def _get(
+    client: httpx.AsyncClient,
+    secret_key: str,
+    url: str,
+    params: dict[str, str | int],
+    sleep: Sleep,
+    *,
+    missing_ok: bool = False,
+) -> httpx.Response:
+    """A 200 (or a 404 when `missing_ok`), after waiting out 429s, 5xx and lost connections."""
     headers = {"Authorization": f"Bearer {secret_key}"}
     for attempt in range(MAX_ATTEMPTS):
         try:
@@ -110,14 +159,9 @@ async def _get_page(
             continue
         if response.status_code in (401, 403):
             raise ClerkApiError(f"Clerk refused CLERK_SECRET_KEY ({response.status_code})")
-        if response.status_code != 200:
-            raise ClerkApiError(f"Clerk answered {response.status_code} for {url}")
-        body = response.json()
-        # The list is a bare array; a paginated envelope `{data, total_count}` is read too.
-        data = body.get("data") if isinstance(body, dict) else body
-        if not isinstance(data, list):
-            raise ClerkApiError("Clerk's user list is not a JSON array")
-        return [user for user in data if isinstance(user, dict)]
+        if response.status_code == 200 or (missing_ok and response.status_code == 404):
+            return response
+        raise ClerkApiError(f"Clerk answered {response.status_code} for {url}")
     raise ClerkApiError(f"Clerk kept refusing {url} (rate limited or failing); try again later")
 
 
@@ -144,7 +188,7 @@ async def apply_page(
         current = row["user"][0] if row["user"] else None
         if row["tombstone"]:
             report.skipped += 1
-            report.reasons.append(f"{profile.external_id}: deleted here (by webhook)")
+            report.reasons.append(f"{profile.external_id}: deleted here (stays deleted)")
         elif current is None:
             writes.append((profile, row))
         elif _unchanged(profile, current):
@@ -206,11 +250,71 @@ async def sync_users(
     sleep: Sleep = asyncio.sleep,
     on_page: Callable[[SyncReport], None] | None = None,
 ) -> SyncReport:
+    """Apply every page, then look for users gone from Clerk (`report.gone`); deleting
+    them is the caller's choice (`delete_gone`)."""
     report = SyncReport()
+    seen: set[str] = set()  # every Clerk id listed: about 100 bytes each
     async for page in user_pages(
         client, secret_key, base_url=base_url, page_size=page_size, sleep=sleep
     ):
+        seen.update(user["id"] for user in page if isinstance(user.get("id"), str))
         await apply_page(store, page, report, dry_run=dry_run)
         if on_page is not None:
             on_page(report)
+    async for unlisted in _unlisted(store, seen):
+        found: list[dict[str, Any]] = []
+        for external_id in unlisted:
+            data = await get_user(client, secret_key, external_id, base_url=base_url, sleep=sleep)
+            report.looked_up += 1
+            if data is None:
+                report.gone.append(external_id)
+            else:  # skipped by an offset shift: still in Clerk
+                found.append(data)
+        await apply_page(store, found, report, dry_run=dry_run)
+        if on_page is not None:
+            on_page(report)
     return report
+
+
+async def _unlisted(store: Store, seen: set[str]) -> AsyncIterator[list[str]]:
+    """Stored, not deleted users no page listed, a batch at a time in Clerk id order.
+
+    A query per batch, each resuming after the last id, rather than one cursor: the
+    lookups in between can wait out rate limits longer than the server keeps an idle
+    cursor, and only a batch of ids is held at a time.
+    """
+    after: str | None = None
+    while True:
+        query = {} if after is None else {"externalId": {"$gt": after}}
+        found = (
+            store.db.users.find(query, {"_id": 0, "externalId": 1})
+            .sort("externalId", 1)
+            .hint([("externalId", 1)])
+            .limit(STORED_BATCH)
+        )
+        batch = [doc["externalId"] async for doc in found]
+        if not batch:
+            return
+        after = batch[-1]
+        unlisted = [external_id for external_id in batch if external_id not in seen]
+        if unlisted:  # a document a late upsert left beside its tombstone is deleted already
+            tombstones = store.db.collection(users.TOMBSTONES).find(
+                {"_id": {"$in": unlisted}}, {"_id": 1}
+            )
+            deleted = {doc["_id"] async for doc in tombstones}
+            unlisted = [external_id for external_id in unlisted if external_id not in deleted]
+        if unlisted:
+            yield unlisted
+        if len(batch) < STORED_BATCH:
+            return
+
+
+async def delete_gone(
+    store: Store, report: SyncReport, on_deleted: Callable[[SyncReport], None] | None = None
+) -> None:
+    """Delete each user Clerk answered 404 for, as its missed `user.deleted` would have."""
+    for external_id in report.gone:
+        await users.delete_from_clerk(store, external_id)
+        report.deleted += 1
+        if on_deleted is not None:
+            on_deleted(report)
