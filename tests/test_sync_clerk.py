@@ -344,6 +344,25 @@ async def test_delete_missing_deletes_them_for_good(
     assert await get_user(api, "user_00100") is None
 
 
+async def test_a_key_of_another_instance_deletes_nothing(
+    mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path, clerk: FakeClerk
+) -> None:
+    """Clerk lists none of the users stored here (a development key against production
+    data, say) and answers 404 for each: --delete-missing refuses instead of deleting all."""
+    seed_gone(mongo, clerk)
+    clerk.users = [clerk_user(i) for i in range(200, 203)]
+    clerk.unlisted = set()
+    mongo.users.delete_many({"externalId": {"$in": ["user_00001", "user_00005"]}})
+    before = stored_ids(mongo)
+    result = await sync(["--delete-missing", "--yes"], env, tmp_path)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in stderr, stderr
+    last = stderr.splitlines()[-1]  # after the users it would have deleted
+    assert last.startswith("error: refusing to delete") and "CLERK_SECRET_KEY" in last, stderr
+    assert stored_ids(mongo) - {"user_00200", "user_00201", "user_00202"} == before
+    assert {doc["_id"] for doc in mongo.userTombstones.find({})} == {"user_00099"}
+
+
 async def test_dry_run_delete_missing_reports_and_writes_nothing(
     mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path, clerk: FakeClerk
 ) -> None:

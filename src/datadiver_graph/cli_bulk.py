@@ -353,6 +353,7 @@ async def cmd_sync_clerk(args: argparse.Namespace, settings: Settings) -> None:
         elif report.gone and args.dry_run:
             gone += " (would be deleted)"
         elif report.gone:
+            clerk_sync.refuse_unrelated_instance(report)
             question = f"Delete the {len(report.gone)} users gone from Clerk here too?"
             if args.yes or not sys.stdin.isatty() or _confirm(question):
                 deleting = console.status("deleting") if tty else nullcontext()

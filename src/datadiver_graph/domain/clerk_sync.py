@@ -55,6 +55,7 @@ class SyncReport:
     looked_up: int = 0  # stored users no page had, asked for one by one
     gone: list[str] = field(default_factory=list)  # Clerk ids Clerk answered 404 for
     deleted: int = 0
+    listed_here: int = 0  # users Clerk has that were stored here before the sync
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -186,6 +187,8 @@ async def apply_page(
     writes: list[tuple[users.ClerkProfile, Any]] = []
     for profile, row in zip(profiles, rows, strict=True):
         current = row["user"][0] if row["user"] else None
+        if current is not None or row["tombstone"]:
+            report.listed_here += 1
         if row["tombstone"]:
             report.skipped += 1
             report.reasons.append(f"{profile.external_id}: deleted here (stays deleted)")
@@ -313,8 +316,21 @@ async def delete_gone(
     store: Store, report: SyncReport, on_deleted: Callable[[SyncReport], None] | None = None
 ) -> None:
     """Delete each user Clerk answered 404 for, as its missed `user.deleted` would have."""
+    refuse_unrelated_instance(report)
     for external_id in report.gone:
         await users.delete_from_clerk(store, external_id)
         report.deleted += 1
         if on_deleted is not None:
             on_deleted(report)
+
+
+def refuse_unrelated_instance(report: SyncReport) -> None:
+    """A secret key of another Clerk instance (say, development instead of production)
+    lists none of the users stored here, and every one of them answers 404: deleting
+    them all would be the sync's worst mistake, so it is refused."""
+    if report.gone and report.listed_here == 0:
+        raise ClerkApiError(
+            f"refusing to delete: Clerk listed none of the users stored here, and all "
+            f"{len(report.gone)} it was asked for are unknown to it; check that "
+            "CLERK_SECRET_KEY is this instance's key (Clerk dashboard > API keys)"
+        )
