@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -76,3 +79,53 @@ def assert_one_line_error(result: subprocess.CompletedProcess[bytes], *needles: 
     for needle in needles:
         assert needle in lines[0], stderr
     return lines[0]
+
+
+@dataclass(frozen=True)
+class TerminalRun:
+    returncode: int
+    stdout: bytes  # captured: only stdin and stderr are the terminal
+    terminal: str  # what the command wrote to the terminal (prompts, progress)
+
+
+def run_on_terminal(
+    args: Sequence[str], env: Mapping[str, str], cwd: Path, answer: bytes, timeout: float = 120
+) -> TerminalRun:
+    """The command with a terminal as stdin and stderr, as an operator runs it: `answer`
+    typed in beforehand. The terminal is read while the command runs so that its output
+    (a progress bar redraws many times) never fills the pty's buffer."""
+    main, replica = pty.openpty()
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        os.write(main, answer)
+        with subprocess.Popen(
+            [executable(), *args],
+            env=dict(env),
+            cwd=cwd,
+            stdin=replica,
+            stdout=subprocess.PIPE,
+            stderr=replica,
+        ) as process:
+            os.close(replica)
+            replica = -1
+            stdout, _ = process.communicate(timeout=timeout)
+        reader.join(timeout=5)
+    finally:
+        if replica != -1:
+            os.close(replica)
+        os.close(main)
+    text = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    return TerminalRun(process.returncode, stdout, text)

@@ -15,7 +15,7 @@ from datadiver_graph.domain import payments, sessions, snapshot, users
 from datadiver_graph.domain.store import Store
 from datadiver_graph.domain.tables import TABLES as TABLE_SPECS
 from datadiver_graph.storage import mongo as db
-from tests.cli import assert_one_line_error, clean_env, run
+from tests.cli import assert_one_line_error, clean_env, run, run_on_terminal
 from tests.mongo_commands import commands, plan_stages
 
 TABLES = ("users", "sessions", "paymentAttempts")
@@ -227,6 +227,38 @@ def test_import_into_a_non_empty_table_needs_append_or_replace(
     result = run(["import", "--table", "sessions", str(path)], env, tmp_path)
     assert_one_line_error(result, "sessions", "--append", "--replace")
     assert all_docs(mongo, "sessions") == before
+
+
+def test_on_a_terminal_replace_asks_first_and_both_commands_show_progress(
+    mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path
+) -> None:
+    """What an operator sees: the question before documents are deleted (no means nothing
+    is written), and a progress display with documents and a rate on the terminal."""
+    seed(mongo)
+    before = all_docs(mongo, "sessions")
+    path = jsonl(tmp_path / "s.jsonl", *(session_line(f"t-{i}") for i in range(3)))
+    args = ["import", "--table", "sessions", "--replace", str(path)]
+
+    declined = run_on_terminal(args, env, tmp_path, b"n\n")
+    assert declined.returncode == 1
+    assert f"This import deletes {len(before)} documents in sessions. Continue? [y/N]" in (
+        declined.terminal
+    )
+    assert "error: import cancelled; nothing written" in declined.terminal
+    assert all_docs(mongo, "sessions") == before
+
+    agreed = run_on_terminal(args, env, tmp_path, b"y\n")
+    assert agreed.returncode == 0, agreed.terminal
+    assert "importing sessions" in agreed.terminal and "3 docs" in agreed.terminal
+    assert "Traceback" not in agreed.terminal
+    assert {doc["sessionId"] for doc in all_docs(mongo, "sessions")} == {"t-0", "t-1", "t-2"}
+
+    exported = run_on_terminal(
+        ["export", "--table", "sessions", "--path", str(tmp_path / "out.jsonl")], env, tmp_path, b""
+    )
+    assert exported.returncode == 0, exported.terminal
+    assert "exporting sessions" in exported.terminal and "3 docs" in exported.terminal
+    assert len(parse_jsonl((tmp_path / "out.jsonl").read_bytes())) == 3
 
 
 def test_import_append_adds_to_the_stored_documents(

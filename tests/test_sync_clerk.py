@@ -9,9 +9,6 @@ Clerk deleted it. A user it leaves out of the list stands for one an offset shif
 from __future__ import annotations
 
 import asyncio
-import os
-import pty
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,7 +29,7 @@ from datadiver_graph.domain import clerk_sync, events, users
 from datadiver_graph.domain.store import Store
 from datadiver_graph.storage.mongo import Database as StoreDatabase
 from tests.clerk_fixtures import SERVICE_KEY
-from tests.cli import assert_one_line_error, clean_env, executable, run
+from tests.cli import assert_one_line_error, clean_env, run, run_on_terminal
 from tests.graphql_client import gql
 from tests.servers import serve_app
 
@@ -379,42 +376,23 @@ async def test_dry_run_delete_missing_reports_and_writes_nothing(
     assert mongo.userTombstones.count_documents({}) == 1
 
 
-def sync_on_terminal(args: list[str], env: dict[str, str], cwd: Path, answer: bytes) -> Any:
-    """sync-clerk with a terminal as stdin, `answer` typed into it beforehand."""
-    main, replica = pty.openpty()
-    try:
-        os.write(main, answer)
-        return subprocess.run(
-            [executable(), "sync-clerk", *args],
-            env=env,
-            cwd=cwd,
-            stdin=replica,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        os.close(main)
-        os.close(replica)
-
-
 async def test_on_a_terminal_delete_missing_asks_first_unless_yes(
     mongo: Database[dict[str, Any]], env: dict[str, str], tmp_path: Path, clerk: FakeClerk
 ) -> None:
     seed_gone(mongo, clerk)
     declined = await asyncio.to_thread(
-        sync_on_terminal, ["--delete-missing"], env, tmp_path, b"n\n"
+        run_on_terminal, ["sync-clerk", "--delete-missing"], env, tmp_path, b"n\n"
     )
-    assert declined.returncode == 0, declined.stderr.decode()
-    assert "Delete the 53 users gone from Clerk here too? [y/N]" in declined.stderr.decode()
+    assert declined.returncode == 0, declined.terminal
+    assert "Delete the 53 users gone from Clerk here too? [y/N]" in declined.terminal
     assert "53 gone from Clerk (kept; deleting was not confirmed)" in declined.stdout.decode()
     assert stored_ids(mongo) >= set(GONE)
 
     agreed = await asyncio.to_thread(
-        sync_on_terminal, ["--delete-missing", "--yes"], env, tmp_path, b""
+        run_on_terminal, ["sync-clerk", "--delete-missing", "--yes"], env, tmp_path, b""
     )
-    assert agreed.returncode == 0, agreed.stderr.decode()
-    assert "[y/N]" not in agreed.stderr.decode()
+    assert agreed.returncode == 0, agreed.terminal
+    assert "[y/N]" not in agreed.terminal
     assert "53 gone from Clerk (53 deleted)" in agreed.stdout.decode()
     assert stored_ids(mongo).isdisjoint(GONE)
 

@@ -201,8 +201,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, A
                 )
                 doomed = {name: n for name, n in counts.items() if n}
                 if doomed and sys.stdin.isatty():
-                    listed = ", ".join(f"{n} in {name}" for name, n in doomed.items())
-                    if not _confirm(f"This import deletes {listed} documents. Continue?"):
+                    listed = ", ".join(f"{n} documents in {name}" for name, n in doomed.items())
+                    if not _confirm(f"This import deletes {listed}. Continue?"):
                         raise InvalidInput("import cancelled; nothing written")
             with _Shown("importing") as shown:
                 result = await importer.run_import(
