@@ -282,34 +282,23 @@ async def sync_users(
 async def _unlisted(store: Store, seen: set[str]) -> AsyncIterator[list[str]]:
     """Stored, not deleted users no page listed, a batch at a time in Clerk id order.
 
-    A query per batch, each resuming after the last id, rather than one cursor: the
-    lookups in between can wait out rate limits longer than the server keeps an idle
-    cursor, and only a batch of ids is held at a time.
+    One streamed read of every stored Clerk id, in the database's natural order, keeps
+    only those no page listed; the lookups come after it, so no cursor idles through a
+    rate-limit wait. Natural order, not keyset batches on the index: the embedded
+    database reads the whole rest of an index range for each batch.
     """
-    after: str | None = None
-    while True:
-        query = {} if after is None else {"externalId": {"$gt": after}}
-        found = (
-            store.db.users.find(query, {"_id": 0, "externalId": 1})
-            .sort("externalId", 1)
-            .hint([("externalId", 1)])
-            .limit(STORED_BATCH)
-        )
-        batch = [doc["externalId"] async for doc in found]
-        if not batch:
-            return
-        after = batch[-1]
-        unlisted = [external_id for external_id in batch if external_id not in seen]
-        if unlisted:  # a document a late upsert left beside its tombstone is deleted already
-            tombstones = store.db.collection(users.TOMBSTONES).find(
-                {"_id": {"$in": unlisted}}, {"_id": 1}
-            )
-            deleted = {doc["_id"] async for doc in tombstones}
-            unlisted = [external_id for external_id in unlisted if external_id not in deleted]
+    stored = store.db.users.find({}, {"_id": 0, "externalId": 1}).batch_size(STORED_BATCH)
+    missing = sorted(
+        [doc["externalId"] async for doc in stored if doc.get("externalId") not in seen]
+    )
+    for start in range(0, len(missing), STORED_BATCH):
+        batch = missing[start : start + STORED_BATCH]
+        # A document a late upsert left beside its tombstone is deleted already.
+        tombstones = store.db.collection(users.TOMBSTONES).find({"_id": {"$in": batch}}, {"_id": 1})
+        deleted = {doc["_id"] async for doc in tombstones}
+        unlisted = [external_id for external_id in batch if external_id not in deleted]
         if unlisted:
             yield unlisted
-        if len(batch) < STORED_BATCH:
-            return
 
 
 async def delete_gone(
