@@ -9,24 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from datadiver_graph.storage.embedded import _alive, free_port
+from datadiver_graph.storage.embedded import _alive
 from tests.cli import clean_env, executable
-from tests.test_serve_lifecycle import wait_ready
-
-
-def start_serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [executable(), "serve", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, to kill -9 as a whole
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(process, url)
-    return process, url
+from tests.test_serve_lifecycle import start_serve, wait_ready
 
 
 def database_pid(data_dir: Path) -> int:
@@ -45,14 +30,14 @@ def gone_within(pid: int, seconds: float) -> bool:
 def test_a_database_orphaned_by_a_crash_is_adopted_then_stopped(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     env = clean_env(DATA_DIR=str(data_dir), MONGODB_DB="orphans", LOG_LEVEL="WARNING")
-    first, _ = start_serve(env, tmp_path)
+    first, _ = start_serve(env, tmp_path, own_group=True)
     orphan = database_pid(data_dir)
     try:
         os.killpg(first.pid, signal.SIGKILL)  # the whole group, as a crash or OOM kill would
         first.communicate(timeout=10)
         assert _alive(orphan)  # its own session: the crash left it running
 
-        second, _ = start_serve(env, tmp_path)
+        second, _ = start_serve(env, tmp_path, own_group=True)
         assert database_pid(data_dir) == orphan  # adopted, not a second one started
         second.send_signal(signal.SIGTERM)  # a graceful stop
         out, _ = second.communicate(timeout=30)
@@ -68,7 +53,7 @@ def test_a_command_beside_a_live_server_borrows_its_database(tmp_path: Path) -> 
     """Borrowing is not adopting: a command run while `serve` lives leaves it its database."""
     data_dir = tmp_path / "data"
     env = clean_env(DATA_DIR=str(data_dir), MONGODB_DB="orphans", LOG_LEVEL="WARNING")
-    server, url = start_serve(env, tmp_path)
+    server, url = start_serve(env, tmp_path, own_group=True)
     pid = database_pid(data_dir)
     try:
         exported = subprocess.run(

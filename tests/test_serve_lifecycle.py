@@ -41,8 +41,11 @@ def wait_ready(process: subprocess.Popen[bytes], url: str) -> httpx.Response:
     pytest.fail(f"/readyz did not answer 200 within {READY_WITHIN} s (last: {last!r})")
 
 
-@contextlib.contextmanager
-def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def start_serve(
+    env: dict[str, str], cwd: Path, *, own_group: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`serve` on a free port, once ready; `own_group` puts it in its own process group
+    (to kill -9 it with its children, as a crash would). Killed if it never gets ready."""
     port = free_port()
     process = subprocess.Popen(
         [executable(), "serve", "--port", str(port)],
@@ -50,10 +53,23 @@ def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen[b
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        start_new_session=own_group,
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_ready(process, url)
+    except BaseException:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        raise
+    return process, url
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], cwd: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    process, url = start_serve(env, cwd)
+    try:
         yield process, url
     finally:
         if process.poll() is None:  # the test did not stop it: stop it (and its database)
